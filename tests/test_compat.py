@@ -1,0 +1,31 @@
+"""tf-slim 1.1.0 builds and trains InceptionV3 on the installed TensorFlow through nets.compat."""
+import numpy as np
+
+from nets import compat
+
+
+def test_slim_inception_v3_trains_a_step_with_batch_norm():
+    slim = compat.import_slim()
+    import tensorflow.compat.v1 as tf
+    from tf_slim.nets import inception_v3
+
+    graph = tf.Graph()
+    with graph.as_default():
+        images = tf.random.uniform([2, 139, 139, 3], seed=1)
+        with slim.arg_scope(inception_v3.inception_v3_arg_scope()):
+            logits, end_points = inception_v3.inception_v3(
+                images, num_classes=4, is_training=True, depth_multiplier=0.1)
+        loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+            labels=tf.ones_like(logits), logits=logits))
+        # create_train_op runs slim's isinstance(ops.Tensor) checks and batch-norm update ops.
+        train_op = slim.learning.create_train_op(loss, tf.train.GradientDescentOptimizer(0.1))
+        moving_mean = [v for v in tf.global_variables() if "moving_mean" in v.name][0]
+        with tf.Session(graph=graph) as session:
+            session.run(tf.global_variables_initializer())
+            before = session.run(moving_mean)
+            session.run(train_op)
+            after = session.run(moving_mean)
+    assert logits.shape.as_list() == [2, 4]
+    assert "AuxLogits" in end_points
+    assert not np.allclose(before, after), "batch-norm moving averages were not updated"
+
