@@ -9,8 +9,9 @@ import importlib
 import os
 import sys
 
-# TensorFlow's C++ start-up chatter (oneDNN notes, "could not find cuda drivers") buries the
-# scripts' own output; users can still set TF_CPP_MIN_LOG_LEVEL=0 to see it.
+# TensorFlow's C++ INFO/WARNING logs bury the scripts' own output; users can still set
+# TF_CPP_MIN_LOG_LEVEL=0 to see them. (The few lines TF 2.20+ prints before absl's logging is
+# initialised ignore this variable.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402

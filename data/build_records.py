@@ -1,0 +1,370 @@
+"""preprocess.py's engine: a HARRISON directory -> sharded TFRecords, vocab, split, stats, manifest.
+
+How a run goes:
+1. Read and check the lists (data/harrison.py). Entries that cannot be used without opening the
+   image (path outside the root, duplicate, no tag in the vocabulary, missing or empty file)
+   are skipped with a reason; tags outside the vocabulary are dropped and counted.
+2. Shuffle the usable entries with numpy's RandomState(seed) (stable across numpy versions).
+   The test split is the first `test_size` images of that order that decode, val the next
+   `val_size`, train the rest; so an undecodable image never leaves a split short.
+3. Decode, resize and re-encode on all cores (data/images.py, a process pool); results come back
+   in order, so the records are byte-identical whatever the number of workers.
+4. Each shard is written under a temporary name and renamed when complete; vocab.txt,
+   tag_stats.csv and split.csv follow, and manifest.json comes last: its presence means the
+   output is complete. A run killed at any moment leaves no manifest; re-running with the same
+   settings rewrites everything identically. Different settings on an existing output refuse
+   unless `overwrite`, which first removes every file of the old output.
+"""
+import bisect
+import collections
+import contextlib
+import ctypes
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import signal
+import stat
+import sys
+
+import numpy as np
+from tqdm import tqdm
+
+from data import harrison, images
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+SHARD_PATTERN = re.compile(r"^(train|val|test)-\d{5}-of-\d{5}\.tfrecord$")
+TEMP_PATTERN = re.compile(r"^\.?(train|val|test|vocab|manifest|tag_stats|split|\.preprocess-run)"
+                          r".*\.tmp(-\d+)?$")
+RUN_FILE = ".preprocess-run.json"  # the settings of the run in progress (or last run)
+OUTPUT_FILES = (harrison.MANIFEST_FILE, harrison.VOCAB_FILE, "tag_stats.csv", "split.csv", RUN_FILE)
+RESIZE_POLICY = "shorter side resized to image_size, aspect ratio kept, no crop (bicubic)"
+
+
+def shard_name(split, index, count):
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def default_workers():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class Entry:
+    __slots__ = ("line", "path", "tag_ids")
+
+    def __init__(self, line, path, tag_ids):
+        self.line, self.path, self.tag_ids = line, path, tag_ids
+
+
+def plan_entries(dataset_dir, paths, tag_lines, vocab):
+    """(usable entries, skipped [{line, path, reason, detail}], Counter of dropped tags).
+
+    Everything decidable without decoding the image is decided here, in data_list order.
+    """
+    tag_ids = {tag: index for index, tag in enumerate(vocab)}
+    entries, skipped, dropped = [], [], collections.Counter()
+    first_line = {}
+
+    def skip(line, path, reason, detail):
+        skipped.append({"line": line, "path": path, "reason": reason, "detail": detail})
+
+    for line, (path, tag_line) in enumerate(zip(paths, tag_lines)):
+        key = harrison.relative_path_key(path)
+        if key is None:
+            skip(line, path, "outside_dataset_dir",
+                 "empty, absolute or '..' path: images must be inside --dataset_dir")
+            continue
+        if key in first_line:
+            skip(line, path, "duplicate", f"same path as line {first_line[key]}")
+            continue
+        first_line[key] = line
+        tags = harrison.parse_tags(tag_line)
+        known = [tag_ids[tag] for tag in tags if tag in tag_ids]
+        dropped.update(tag for tag in tags if tag not in tag_ids)
+        if not known:
+            skip(line, key, "no_known_tag",
+                 f"none of its tags is in the vocabulary: {' '.join(tags)[:100]!r}")
+            continue
+        try:
+            status = os.stat(os.path.join(dataset_dir, key))
+        except OSError:
+            skip(line, key, "missing", "file not found")
+            continue
+        if not stat.S_ISREG(status.st_mode):
+            skip(line, key, "missing", "not a regular file")
+        elif status.st_size == 0:
+            skip(line, key, "empty", "file is empty (0 bytes)")
+        else:
+            entries.append(Entry(line, key, known))
+    return entries, skipped, dropped
+
+
+def split_order(count, seed):
+    """The processing order of the usable entries: test first, then val, then train."""
+    return np.random.RandomState(seed).permutation(count)
+
+
+def shard_starts(total, shard_size):
+    """First slot of each shard when `total` slots are cut into near-equal shards of <= shard_size."""
+    count = max(1, -(-total // shard_size))
+    return [index * total // count for index in range(count)]
+
+
+def _settings(dataset_dir, image_size, test_size, val_size, seed, shard_size, quality):
+    digest = hashlib.sha256()
+    for name in (harrison.DATA_LIST, harrison.TAG_LIST, harrison.VOCAB_INDEX):
+        with open(os.path.join(dataset_dir, name), "rb") as handle:
+            digest.update(hashlib.sha256(handle.read()).digest())
+    return {"dataset_dir": os.path.abspath(dataset_dir), "image_size": image_size,
+            "test_size": test_size, "val_size": val_size, "seed": seed, "shard_size": shard_size,
+            "jpeg_quality": quality, "format_version": FORMAT_VERSION,
+            "lists_sha256": digest.hexdigest()}
+
+
+def _previous_settings(output_dir):
+    """Settings of what is already in output_dir: a dict, "unknown" for foreign files, or None."""
+    for name in (harrison.MANIFEST_FILE, RUN_FILE):
+        path = os.path.join(output_dir, name)
+        if os.path.isfile(path):
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    return json.load(handle).get("settings", "unknown")
+            except ValueError:
+                return "unknown"
+    names = os.listdir(output_dir)
+    if any(SHARD_PATTERN.match(name) or name in OUTPUT_FILES for name in names):
+        return "unknown"
+    return None
+
+
+def _describe_difference(previous, settings):
+    if not isinstance(previous, dict):
+        return "files of an unknown earlier run"
+    changed = [f"{key} {previous.get(key)!r} -> {value!r}" for key, value in settings.items()
+               if previous.get(key) != value]
+    return "different settings: " + ", ".join(changed)
+
+
+def _remove_files(output_dir, keep_shards=()):
+    for name in os.listdir(output_dir):
+        is_ours = SHARD_PATTERN.match(name) or TEMP_PATTERN.match(name) or name in OUTPUT_FILES
+        if is_ours and name not in keep_shards:
+            os.remove(os.path.join(output_dir, name))
+
+
+def prepare_output_dir(output_dir, settings, overwrite):
+    """Refuses an output of other settings unless overwrite; leaves no manifest until the end."""
+    os.makedirs(output_dir, exist_ok=True)
+    previous = _previous_settings(output_dir)
+    if previous is not None and previous != settings:
+        if not overwrite:
+            raise harrison.FormatError(
+                f"{output_dir} already holds preprocessed data with "
+                f"{_describe_difference(previous, settings)}; pass --overwrite to replace it "
+                "or choose another --output_dir")
+        _remove_files(output_dir)
+    else:
+        # Same settings (a re-run, or the resumption of a killed run): the shards will be
+        # rewritten byte for byte; only the manifest must go so that nobody reads a mix meanwhile.
+        for name in os.listdir(output_dir):
+            if TEMP_PATTERN.match(name) or name == harrison.MANIFEST_FILE:
+                os.remove(os.path.join(output_dir, name))
+    harrison.write_text_atomic(os.path.join(output_dir, RUN_FILE),
+                               json.dumps({"settings": settings}, indent=1) + "\n")
+
+
+def _die_with_parent():
+    # Pool workers of a SIGKILLed run would otherwise linger, blocked on their task pipe (Linux).
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent alone
+
+
+@contextlib.contextmanager
+def ordered_map(workers):
+    """Yields a `map(function, iterable)` run lazily on `workers` processes, results in order."""
+    if workers <= 1:
+        yield map
+        return
+    methods = multiprocessing.get_all_start_methods()
+    # fork: workers start instantly and share the parent's imports; the pool is created before
+    # TensorFlow is imported (see build_records), so no TF state is forked.
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    pool = context.Pool(workers, initializer=_die_with_parent)
+    try:
+        yield lambda fn, jobs: pool.imap(fn, jobs, chunksize=4)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+class _ShardWriter:
+    """Writes one split's shards in order, each under a temporary name renamed when complete."""
+
+    def __init__(self, tf, output_dir, split, total, shard_size):
+        self.tf, self.output_dir, self.split = tf, output_dir, split
+        self.starts = shard_starts(total, shard_size)
+        self.names = [shard_name(split, index, len(self.starts)) for index in range(len(self.starts))]
+        self.index, self.writer, self.images = -1, None, 0
+
+    def _open_next(self):
+        self.close_current()
+        self.index += 1
+        self.temporary = os.path.join(self.output_dir, f".{self.names[self.index]}.tmp")
+        self.writer = self.tf.io.TFRecordWriter(self.temporary)
+
+    def close_current(self):
+        if self.writer is not None:
+            self.writer.close()
+            os.replace(self.temporary, os.path.join(self.output_dir, self.names[self.index]))
+            self.writer = None
+
+    def write(self, slot, record):
+        shard = bisect.bisect_right(self.starts, slot) - 1
+        while self.index < shard:
+            self._open_next()
+        self.writer.write(record)
+        self.images += 1
+
+    def finish(self):
+        while self.index < len(self.names) - 1:  # a shard whose images all failed is still written
+            self._open_next()
+        self.close_current()
+        return {"images": self.images, "shards": self.names}
+
+
+def build_records(dataset_dir, output_dir, image_size=299, test_size=5000, val_size=0, seed=42,
+                  shard_size=1024, workers=None, overwrite=False, quality=images.JPEG_QUALITY,
+                  log=print):
+    """Runs the whole conversion; returns the manifest dict. Raises harrison.FormatError."""
+    for name, value, low in (("image_size", image_size, 16), ("test_size", test_size, 0),
+                             ("val_size", val_size, 0), ("shard_size", shard_size, 1)):
+        if value < low:
+            raise harrison.FormatError(f"--{name} must be at least {low}, got {value}")
+    workers = workers or default_workers()
+    paths, tag_lines = harrison.read_lists(dataset_dir)
+    vocab = harrison.read_vocab_index(os.path.join(dataset_dir, harrison.VOCAB_INDEX))
+    settings = _settings(dataset_dir, image_size, test_size, val_size, seed, shard_size, quality)
+    entries, skipped, dropped = plan_entries(dataset_dir, paths, tag_lines, vocab)
+    if test_size + val_size >= len(entries):
+        raise harrison.FormatError(
+            f"only {len(entries)} usable images of {len(paths)}: --test_size={test_size} and "
+            f"--val_size={val_size} leave none for training")
+    prepare_output_dir(output_dir, settings, overwrite)
+
+    order = split_order(len(entries), seed)
+    jobs = ((os.path.join(dataset_dir, entries[index].path), image_size, quality)
+            for index in order)
+    log(f"converting {len(entries)} images to {image_size} px on {workers} worker(s) "
+        f"-> {output_dir}")
+    with ordered_map(workers) as run_map:
+        results = run_map(images.convert_for_record, jobs)
+        # Started before the TensorFlow import so that its rate and ETA count the import.
+        progress = tqdm(total=len(entries), unit="img", mininterval=0.5, smoothing=0,
+                        desc="preprocess", dynamic_ncols=True)
+        # TensorFlow (through data.records) is imported only now, after the pool has forked.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import tensorflow as tf
+        from data import records
+
+        phases = [(split, size) for split, size in (("test", test_size), ("val", val_size)) if size]
+        phases.append(("train", None))
+        phase, writer, phase_start = 0, None, 0
+        split_of = {}  # entry index -> split
+        summaries = {}
+        for position, (index, result) in enumerate(zip(order, results)):
+            split, size = phases[phase]
+            if writer is None:
+                total = size if size else len(entries) - position
+                writer, phase_start = _ShardWriter(tf, output_dir, split, total, shard_size), position
+            entry = entries[index]
+            if result[0] == "ok":
+                jpeg, height, width = result[1:]
+                slot = writer.images if size else position - phase_start
+                writer.write(slot, records.encode_example(jpeg, height, width, entry.path,
+                                                          entry.line, entry.tag_ids))
+                split_of[index] = split
+                if size and writer.images == size:
+                    summaries[split] = writer.finish()
+                    writer, phase = None, phase + 1
+            else:
+                skipped.append({"line": entry.line, "path": entry.path, "reason": result[1],
+                                "detail": result[2]})
+            progress.update(1)
+        progress.close()
+    if phases[phase][0] != "train" or writer is None:
+        raise harrison.FormatError(
+            f"only {len(split_of)} of {len(entries)} images could be decoded: not enough for "
+            f"--test_size={test_size} and --val_size={val_size} plus a training split")
+    summaries["train"] = writer.finish()
+    return _write_metadata(output_dir, settings, vocab, entries, split_of, summaries, skipped,
+                           dropped, len(paths), log)
+
+
+def _write_metadata(output_dir, settings, vocab, entries, split_of, summaries, skipped, dropped,
+                    num_lines, log):
+    import pandas as pd
+
+    splits = [split for split in SPLITS if split in summaries]
+    harrison.write_vocab(os.path.join(output_dir, harrison.VOCAB_FILE), vocab)
+
+    kept = sorted(split_of, key=lambda index: entries[index].line)
+    table = pd.DataFrame({"path": [entries[index].path for index in kept],
+                          "line": [entries[index].line for index in kept],
+                          "split": [split_of[index] for index in kept]})
+    _write_csv(table, os.path.join(output_dir, "split.csv"))
+
+    stats = pd.DataFrame({"tag": vocab, "id": np.arange(len(vocab))})
+    for split in splits:
+        ids = [tag for index in kept if split_of[index] == split for tag in entries[index].tag_ids]
+        stats[split] = np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(vocab))
+    _write_csv(stats, os.path.join(output_dir, "tag_stats.csv"))
+
+    # A shard name of an earlier run with other image decode results (same settings) goes too.
+    final_shards = {name for split in splits for name in summaries[split]["shards"]}
+    _remove_files(output_dir, keep_shards=final_shards | set(OUTPUT_FILES))
+
+    skipped.sort(key=lambda item: item["line"])
+    by_reason = collections.Counter(item["reason"] for item in skipped)
+    manifest = dict(
+        dataset_dir=settings["dataset_dir"], image_size=settings["image_size"],
+        seed=settings["seed"], test_size=settings["test_size"], val_size=settings["val_size"],
+        shard_size=settings["shard_size"], jpeg_quality=settings["jpeg_quality"],
+        resize=RESIZE_POLICY, vocab_size=len(vocab), entries=num_lines,
+        images=sum(summaries[split]["images"] for split in splits),
+        splits={split: summaries[split] for split in splits},
+        skipped=skipped, skipped_by_reason=dict(sorted(by_reason.items())),
+        dropped_tags={"occurrences": sum(dropped.values()), "distinct": len(dropped),
+                      "most_common": [[tag, count] for tag, count in
+                                      sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))[:50]]},
+        settings=settings)
+    harrison.write_text_atomic(os.path.join(output_dir, harrison.MANIFEST_FILE),
+                               json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+
+    counts = ", ".join(f"{split} {summaries[split]['images']}" for split in splits)
+    log(f"wrote {counts} images in {len(final_shards)} shards, vocab.txt ({len(vocab)} tags), "
+        f"split.csv, tag_stats.csv, manifest.json to {output_dir}")
+    if skipped:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(by_reason.items()))
+        log(f"skipped {len(skipped)} of {num_lines} entries ({reasons}); "
+            "each with its line and reason in manifest.json")
+    if dropped:
+        log(f"dropped {sum(dropped.values())} tag occurrences not in the vocabulary "
+            f"({len(dropped)} distinct tags, listed in manifest.json)")
+    return manifest
+
+
+def _write_csv(frame, path):
+    temporary = f"{path}.tmp-{os.getpid()}"
+    frame.to_csv(temporary, index=False, lineterminator="\n")
+    os.replace(temporary, path)
+
+
+if __name__ == "__main__":
+    sys.exit("run preprocess.py")

@@ -1,0 +1,124 @@
+"""Shared, session-scoped fixtures: the one-line demo run once with the smallest settings, and
+the preprocessed sample and trained model it leaves behind.
+
+Everything is made by the real scripts in subprocesses (demo.sh runs preprocess.py --sample,
+train.py --preset=cpu, predict.py and evaluate.py). The model is a few steps of a 0.1-depth
+InceptionV3 on 75 px images: good for checking plumbing (predict, export, evaluate's files), not
+accuracy. One run serves every test that needs records or a model, since starting TensorFlow
+and training dominate the suite's time on 2 cores.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY_SAMPLE_IMAGES = 40  # 32 train + 8 test images
+TINY_PREPROCESS_FLAGS = [f"--sample_images={TINY_SAMPLE_IMAGES}", "--image_size=96"]
+TINY_TRAIN_FLAGS = ["--max_steps=3", "--depth_multiplier=0.1", "--image_size=75",
+                    "--batch_size=8"]
+
+
+def run_script(script, *args, cwd=REPO, timeout=600, env=None):
+    """Runs one of the repo's Python scripts as a user would; returns the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def check_run(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`bash demo.sh` with TINY_* settings in a fresh work dir.
+
+    dict: result (CompletedProcess), work_dir, records_dir, train_dir.
+    """
+    work_dir = str(tmp_path_factory.mktemp("demo") / "work")
+    env = dict(os.environ, DEMO_WORK_DIR=work_dir, PYTHON=sys.executable,
+               DEMO_PREPROCESS_FLAGS=" ".join(TINY_PREPROCESS_FLAGS),
+               DEMO_TRAIN_FLAGS=" ".join(TINY_TRAIN_FLAGS))
+    result = check_run(subprocess.run(["bash", os.path.join(REPO, "demo.sh")], cwd=REPO,
+                                      env=env, capture_output=True, text=True, timeout=900))
+    return {"result": result, "work_dir": work_dir,
+            "records_dir": os.path.join(work_dir, "records"),
+            "train_dir": os.path.join(work_dir, "train")}
+
+
+@pytest.fixture(scope="session")
+def sample_records(demo_run):
+    """records_dir of the built-in sample (TINY_SAMPLE_IMAGES images) made by preprocess.py;
+    its manifest.json's dataset_dir is the sample in HARRISON's on-disk format."""
+    return demo_run["records_dir"]
+
+
+@pytest.fixture(scope="session")
+def trained_dir(demo_run):
+    """train_dir of the tiny model train.py --preset=cpu trained on `sample_records`."""
+    return demo_run["train_dir"]
+
+
+@pytest.fixture(scope="session")
+def sample_photos(sample_records, tmp_path_factory):
+    """A folder of photos as a user has them (from the sample): JPEGs with any-case extensions,
+    a lossless PNG and WebP of one photo, a subfolder; beside it broken files."""
+    import json
+    import shutil
+
+    from PIL import Image
+
+    with open(os.path.join(sample_records, "manifest.json"), encoding="utf-8") as stream:
+        dataset_dir = json.load(stream)["dataset_dir"]
+    with open(os.path.join(dataset_dir, "data_list.txt"), encoding="utf-8") as stream:
+        first, second, third, fourth = [os.path.join(dataset_dir, path)
+                                        for path in stream.read().split()[:4]]
+    root = tmp_path_factory.mktemp("photos")
+    folder = root / "holiday"
+    (folder / "day2").mkdir(parents=True)
+    shutil.copy(first, folder / "b_beach.jpg")
+    shutil.copy(second, folder / "a_sea.JPG")
+    Image.open(third).save(folder / "c_lossless.png")
+    Image.open(third).save(folder / "d_other_format.webp", lossless=True)
+    shutil.copy(fourth, folder / "day2" / "e_later.jpg")
+    (folder / "notes.txt").write_text("not a photo")  # not an image name: not listed
+    broken = root / "broken"
+    broken.mkdir()
+    (broken / "text.jpg").write_text("this is not an image")
+    (broken / "empty.png").write_bytes(b"")
+    data = open(first, "rb").read()
+    (broken / "truncated.jpg").write_bytes(data[:len(data) // 3])
+    (root / "empty_folder").mkdir()
+    # The test split's images exactly as evaluate.py reads them: the JPEG bytes of the records.
+    import tensorflow as tf
+
+    from data import input as data_input, records
+    from_records = root / "from_records"
+    from_records.mkdir()
+    record_images = {}
+    for serialized in tf.data.TFRecordDataset(data_input.shard_files(sample_records, "test")):
+        example = records.decode_example(serialized.numpy())
+        path = from_records / f"{len(record_images):03d}.jpg"
+        path.write_bytes(example["jpeg"])
+        record_images[str(path)] = example["path"]
+    return {"root": str(root), "folder": str(folder), "broken": str(broken),
+            "in_folder": [str(folder / name) for name in
+                          ("a_sea.JPG", "b_beach.jpg", "c_lossless.png", "d_other_format.webp")],
+            "in_subfolder": [str(folder / "day2" / "e_later.jpg")],
+            "from_records": str(from_records), "record_images": record_images}
+
+
+@pytest.fixture(scope="session")
+def predicted_json(trained_dir, sample_photos):
+    """predict.py --format=json --top_k=0 --recursive --batch_size=3 on the photo folder and
+    the folder of test-record images: one dict (path, tags, scores) per image, in output order."""
+    import json
+
+    result = check_run(run_script("predict.py", f"--checkpoint_path={trained_dir}",
+                                  "--format=json", "--top_k=0", "--recursive",
+                                  "--batch_size=3", sample_photos["folder"],
+                                  sample_photos["from_records"]))
+    return [json.loads(line) for line in result.stdout.splitlines()]

@@ -1,0 +1,190 @@
+"""train.py end to end: kill -9 and resume, the train_dir checks, the NaN guard, the
+mixed-precision graph on a CPU, and --preset=cpu learning the built-in sample."""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nets import tagging
+from train_records import VOCAB, write_records
+
+tf = tagging.tf
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--preset=cpu", "--image_size=75", "--depth_multiplier=0.1", "--batch_size=8",
+        "--save_every_steps=4", "--summary_every_steps=4"]
+
+
+def train_command(records_dir, train_dir, *extra):
+    return [sys.executable, "train.py", f"--records_dir={records_dir}",
+            f"--train_dir={train_dir}", *TINY, *extra]
+
+
+def run_train(*args):
+    return subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+def checkpoint_steps(train_dir):
+    return sorted(int(p.rsplit("-", 1)[1].split(".")[0])
+                  for p in glob.glob(os.path.join(train_dir, "model.ckpt-*.index")))
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """Starts a run, SIGKILLs it as soon as its first checkpoint is indexed, re-runs the same
+    command to the end. Returns (records_dir, train_dir, step at the kill, second run)."""
+    root = tmp_path_factory.mktemp("resume")
+    records_dir, train_dir = str(root / "records"), str(root / "train")
+    write_records(records_dir)
+    command = train_command(records_dir, train_dir, "--max_steps=24")
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not os.path.exists(os.path.join(train_dir, "checkpoint")):
+        assert first.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = tagging.resolve_checkpoint(train_dir)[0]
+    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return records_dir, train_dir, killed_at, second
+
+
+def test_rerun_after_kill_resumes_from_the_saved_step(killed_and_resumed):
+    _, train_dir, killed_at, second = killed_and_resumed
+    assert second.returncode == 0, second.stderr[-2000:]
+    killed_step = int(killed_at.rsplit("-", 1)[1])
+    assert 0 < killed_step < 24
+    resumed = [line for line in second.stdout.splitlines() if line.startswith("resuming from")]
+    assert resumed, second.stdout
+    assert int(resumed[0].rsplit("(step ", 1)[1].rstrip(")")) >= killed_step
+    # Every checkpoint the index lists is complete and loads; the last one is step 24.
+    state = tf.train.get_checkpoint_state(train_dir)
+    assert state.model_checkpoint_path.endswith("model.ckpt-24")
+    for path in state.all_model_checkpoint_paths:
+        reader = tf.train.load_checkpoint(path)
+        assert reader.get_tensor("global_step") == int(path.rsplit("-", 1)[1])
+        assert reader.get_tensor("InceptionV3/Logits/Conv2d_1c_1x1/weights").shape[-1] == len(VOCAB)
+    config, vocab = tagging.load_train_dir(train_dir)
+    assert vocab == VOCAB
+    assert {k: config[k] for k in ("backbone", "depth_multiplier", "image_size", "num_tags",
+                                   "loss")} == {"backbone": "inception_v3", "depth_multiplier": 0.1,
+                                                "image_size": 75, "num_tags": 5, "loss": "sigmoid"}
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(killed_and_resumed):
+    records_dir, train_dir, _, _ = killed_and_resumed
+    before = checkpoint_steps(train_dir)
+    result = run_train(records_dir, train_dir, "--max_steps=40", "--learning_rate=1e30",
+                       "--learning_rate_decay=fixed", "--warmup_steps=0")
+    assert result.returncode == 2
+    assert "loss is nan" in result.stderr or "loss is inf" in result.stderr, result.stderr[-2000:]
+    assert "model.ckpt-24" in result.stderr and "Traceback" not in result.stderr
+    assert checkpoint_steps(train_dir) == before
+    assert tagging.resolve_checkpoint(train_dir)[0].endswith("model.ckpt-24")
+
+
+def test_train_dir_of_another_vocabulary_is_a_clear_error(killed_and_resumed,
+                                                                       tmp_path):
+    records_dir, train_dir, _, _ = killed_and_resumed
+    other_records = str(tmp_path / "records")
+    shutil.copytree(records_dir, other_records)
+    with open(os.path.join(other_records, "vocab.txt"), "w") as f:
+        f.write("".join(t + "\n" for t in ["red", "green", "teal", "bright", "dark"]))
+    result = run_train(other_records, train_dir, "--max_steps=40")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "another vocabulary" in result.stderr and "line 3" in result.stderr
+    assert checkpoint_steps(train_dir)[-1] == 24
+
+
+def test_mixed_precision_graph_trains_on_cpu_with_loss_scaling(monkeypatch):
+    # The GPU path (grappler's auto_mixed_precision) cannot run here; its CPU emulation
+    # (auto_mixed_precision_cpu) runs the same float16-cast graph and the same loss scaling.
+    import train
+    from absl import flags
+    flags.FLAGS(["train.py", "--preset=cpu"])
+    settings = dict(train.resolve_settings(), image_size=75, depth_multiplier=0.1)
+    with tf.Graph().as_default():
+        images = tf.random.uniform([4, 75, 75, 3], -1, 1, seed=1)
+        labels = tf.cast(tf.random.uniform([4, 5], seed=2) > 0.5, tf.float32)
+        model = train.build_training(settings, images, labels, 5, 100, 10, mixed_precision=True)
+        scale = [v for v in tf.global_variables()
+                 if v.op.name == train.LOSS_SCALE_SCOPE + "/current_loss_scale"]
+        assert scale
+        with tf.Session(config=train.session_config(True, gpu=False, xla=False)) as session:
+            session.run(tf.global_variables_initializer())
+            metadata = tf.RunMetadata()
+            session.run(model["train_op"], options=tf.RunOptions(output_partition_graphs=True),
+                        run_metadata=metadata)
+            for _ in range(2):
+                loss, step, _ = session.run([model["loss"], model["global_step"],
+                                             model["train_op"]])
+            loss_scale = session.run(scale[0])
+    half_casts = [n for g in metadata.partition_graphs for n in g.node
+                  if n.op == "Cast" and n.attr["DstT"].type == tf.float16.as_datatype_enum]
+    assert half_casts, "the graph was not rewritten to float16"
+    # Dynamic loss scaling at work: float16 gradients overflow at the initial scale of 2^15,
+    # so steps are skipped and the scale halved until they fit, then steps apply.
+    assert np.isfinite(loss) and (step > 0 or loss_scale < 2 ** 15)
+
+
+def sample_prior_entropy(records_dir):
+    """Loss of the best image-independent prediction (each tag's training frequency): the
+    summed binary entropy of the tag frequencies."""
+    from data import records
+    counts, images = np.zeros(len(tagging._read_vocab(os.path.join(records_dir, "vocab.txt")))), 0
+    for path in glob.glob(os.path.join(records_dir, "train-*.tfrecord")):
+        for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            counts[list(set(records.decode_example(serialized)["tags"]))] += 1
+            images += 1
+    p = np.clip(counts / images, 1e-7, 1 - 1e-7)
+    return float(-(p * np.log(p) + (1 - p) * np.log(1 - p)).sum())
+
+
+def summaries(train_dir, tag):
+    from tensorflow.core.util import event_pb2
+    values = []
+    for path in sorted(glob.glob(os.path.join(train_dir, "events.out.tfevents.*"))):
+        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            event = event_pb2.Event.FromString(record)
+            values += [(event.step, v.simple_value) for v in event.summary.value if v.tag == tag]
+    return values
+
+
+@pytest.fixture(scope="session")
+def sample_records(tmp_path_factory):
+    if not os.path.exists(os.path.join(REPO, "preprocess.py")):
+        pytest.skip("preprocess.py (the built-in sample) is not in the repo yet")
+    output = str(tmp_path_factory.mktemp("sample") / "records")
+    result = subprocess.run([sys.executable, "preprocess.py", "--sample",
+                             f"--output_dir={output}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return output
+
+
+def test_cpu_preset_on_the_sample_learns_image_dependent_tags(sample_records, tmp_path):
+    # The preset's image size, depth multiplier, batch and schedule; fewer steps (tests stay fast).
+    train_dir = str(tmp_path / "train")
+    result = subprocess.run([sys.executable, "train.py", "--preset=cpu",
+                             f"--records_dir={sample_records}", f"--train_dir={train_dir}",
+                             "--max_steps=60", "--summary_every_steps=10"],
+                            cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "training from scratch" in result.stderr  # the visible warning without a checkpoint
+    losses = [value for _, value in summaries(train_dir, "loss/tags")]
+    prior = sample_prior_entropy(sample_records)
+    assert len(losses) == 6
+    # Below what any image-independent guess can reach: the model reads the pixels.
+    assert np.mean(losses[-2:]) < min(losses[0], prior) - 1.0, (losses, prior)
+    with open(os.path.join(train_dir, "train_config.json")) as f:
+        config = json.load(f)
+    preset = (config["image_size"], config["depth_multiplier"], config["batch_size"])
+    assert preset == (139, 0.25, 32)
