@@ -12,7 +12,7 @@ metrics_by_step.csv and metrics_by_step.png.
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from data import harrison, input as data_input
 from evaluation import inference, metrics, report
@@ -98,6 +98,8 @@ def main(argv):
         fail("--top_k values must be >= 1")
     if FLAGS.batch_size < 1:
         fail("--batch_size must be >= 1")
+    if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines ("Restoring parameters ...")
+        logging.set_verbosity(logging.WARNING)
 
     try:
         checkpoint, train_dir = tagging.resolve_checkpoint(FLAGS.checkpoint_path)

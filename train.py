@@ -12,7 +12,6 @@ import math
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 from absl import app, flags, logging
@@ -24,13 +23,9 @@ slim = compat.import_slim()
 import tensorflow.compat.v1 as tf  # noqa: E402
 from tensorflow.core.protobuf import rewriter_config_pb2  # noqa: E402
 
-from data import harrison, input as data_input  # noqa: E402
+from data import atomic, harrison, input as data_input  # noqa: E402
 from nets import tagging, warm_start  # noqa: E402
 
-# The v1 graph APIs slim is built on log deprecation notices on every run; they bury progress.
-from tensorflow.python.util import deprecation  # noqa: E402
-deprecation._PRINT_DEPRECATION_WARNINGS = False
-warnings.filterwarnings("ignore", message=r"`layer.apply` is deprecated")
 
 # ----------------------------------------------------------------------------------- presets
 # "gpu" is the full recipe (the flag defaults); "cpu" trains the built-in sample on 2 CPU cores
@@ -38,7 +33,7 @@ warnings.filterwarnings("ignore", message=r"`layer.apply` is deprecated")
 PRESETS = {
     "gpu": {},
     "cpu": {"image_size": 139, "depth_multiplier": 0.25, "batch_size": 32, "max_steps": 300,
-            "batch_norm_decay": 0.99, "learning_rate": 0.01, "warmup_steps": 20,
+            "batch_norm_decay": 0.9, "learning_rate": 0.01, "warmup_steps": 20,
             "learning_rate_decay": "cosine", "save_every_steps": 100, "summary_every_steps": 20,
             "shuffle_buffer": 1024},
 }
@@ -158,7 +153,7 @@ def prepare_train_dir(train_dir, config, vocab):
     tagging.check_train_dir(train_dir, config, vocab)
     os.makedirs(train_dir, exist_ok=True)
     harrison.write_vocab(os.path.join(train_dir, tagging.VOCAB_NAME), vocab)
-    harrison.write_text_atomic(os.path.join(train_dir, tagging.CONFIG_NAME),
+    atomic.write_text(os.path.join(train_dir, tagging.CONFIG_NAME),
                                json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 

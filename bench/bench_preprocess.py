@@ -37,7 +37,7 @@ from PIL import Image, ImageFilter
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from data import build_records, harrison, images  # noqa: E402
+from data import atomic, build_records, harrison, images  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("lists_dir", os.path.join(REPO, "..", "shared", "harrison"),
@@ -109,9 +109,9 @@ def limited_root(standin_dir, limit):
     if not os.path.isdir(root):
         os.makedirs(root)
         paths, tag_lines = harrison.read_lists(standin_dir)
-        harrison.write_text_atomic(os.path.join(root, harrison.DATA_LIST),
+        atomic.write_text(os.path.join(root, harrison.DATA_LIST),
                                    "".join(p + "\n" for p in paths[:limit]))
-        harrison.write_text_atomic(os.path.join(root, harrison.TAG_LIST),
+        atomic.write_text(os.path.join(root, harrison.TAG_LIST),
                                    "".join(t + "\n" for t in tag_lines[:limit]))
         shutil.copyfile(os.path.join(standin_dir, harrison.VOCAB_INDEX),
                         os.path.join(root, harrison.VOCAB_INDEX))

@@ -31,7 +31,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from data import harrison, images
+from data import atomic, harrison, images
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -174,7 +174,7 @@ def prepare_output_dir(output_dir, settings, overwrite):
         for name in os.listdir(output_dir):
             if TEMP_PATTERN.match(name) or name == harrison.MANIFEST_FILE:
                 os.remove(os.path.join(output_dir, name))
-    harrison.write_text_atomic(os.path.join(output_dir, RUN_FILE),
+    atomic.write_text(os.path.join(output_dir, RUN_FILE),
                                json.dumps({"settings": settings}, indent=1) + "\n")
 
 
@@ -344,7 +344,7 @@ def _write_metadata(output_dir, settings, vocab, entries, split_of, summaries, s
                       "most_common": [[tag, count] for tag, count in
                                       sorted(dropped.items(), key=lambda kv: (-kv[1], kv[0]))[:50]]},
         settings=settings)
-    harrison.write_text_atomic(os.path.join(output_dir, harrison.MANIFEST_FILE),
+    atomic.write_text(os.path.join(output_dir, harrison.MANIFEST_FILE),
                                json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
 
     counts = ", ".join(f"{split} {summaries[split]['images']}" for split in splits)
@@ -361,9 +361,8 @@ def _write_metadata(output_dir, settings, vocab, entries, split_of, summaries, s
 
 
 def _write_csv(frame, path):
-    temporary = f"{path}.tmp-{os.getpid()}"
-    frame.to_csv(temporary, index=False, lineterminator="\n")
-    os.replace(temporary, path)
+    with atomic.atomic_path(path) as temporary:
+        frame.to_csv(temporary, index=False, lineterminator="\n")
 
 
 if __name__ == "__main__":

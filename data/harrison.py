@@ -17,6 +17,8 @@ import os
 import posixpath
 import unicodedata
 
+from data import atomic
+
 DATA_LIST = "data_list.txt"
 TAG_LIST = "tag_list.txt"
 VOCAB_INDEX = "vocab_index.txt"
@@ -118,22 +120,14 @@ def relative_path_key(path):
     return normalized
 
 
-def write_text_atomic(path, text):
-    """Writes a text file under a temporary name, then renames it: readers never see half a file."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
-
-
 def write_vocab(path, vocab):
     """vocab.txt: one tag per line, the line number is the tag id."""
-    write_text_atomic(path, "".join(tag + "\n" for tag in vocab))
+    atomic.write_text(path, "".join(tag + "\n" for tag in vocab))
 
 
 def write_vocab_index(path, vocab):
     """vocab_index.txt in HARRISON's layout (tag padded to 22 columns, then the id)."""
-    write_text_atomic(path, "".join(f"{tag:<21} {index}\n" for index, tag in enumerate(vocab)))
+    atomic.write_text(path, "".join(f"{tag:<21} {index}\n" for index, tag in enumerate(vocab)))
 
 
 def load_manifest(records_dir):

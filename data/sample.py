@@ -20,7 +20,7 @@ import tempfile
 
 from PIL import Image, ImageDraw
 
-from data import harrison
+from data import atomic, harrison
 
 GENERATOR_VERSION = 1
 DEFAULT_IMAGES = 600
@@ -205,8 +205,8 @@ def write_sample(root, num_images=DEFAULT_IMAGES, seed=0):
         for tag in line.split():
             counts[tag] = counts.get(tag, 0) + 1
     vocab = sorted(counts, key=lambda tag: (-counts[tag], tag))
-    harrison.write_text_atomic(os.path.join(root, harrison.DATA_LIST), "\n".join(paths) + "\n")
-    harrison.write_text_atomic(os.path.join(root, harrison.TAG_LIST), "\n".join(tag_lines) + "\n")
+    atomic.write_text(os.path.join(root, harrison.DATA_LIST), "\n".join(paths) + "\n")
+    atomic.write_text(os.path.join(root, harrison.TAG_LIST), "\n".join(tag_lines) + "\n")
     harrison.write_vocab_index(os.path.join(root, harrison.VOCAB_INDEX), vocab)
 
 

@@ -4,15 +4,13 @@ Every file is written to a temporary name in the same directory and moved into p
 os.replace, so an interrupted run never leaves a half-written file under the real name and a
 rerun replaces each file whole.
 """
-import contextlib
 import csv
 import json
 import math
-import os
-import tempfile
 
 import numpy as np
 
+from data.atomic import atomic_path, write_text
 from evaluation import metrics
 
 # The paper's best baseline (Park, Li and Kim 2016, Table 2: VGG-16 object + scene features and a
@@ -24,31 +22,6 @@ HEADLINE = ("precision@1", "recall@5", "accuracy@5")
 
 PREDICTIONS_SHOWN = 10   # predicted tags per image in predictions.csv
 PER_TAG_DECISION_K = 5   # per_tag.csv: an image "predicts" a tag when it is in its top 5
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path next to `path`; moves it onto `path` only if the block succeeds."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]  # keeps savefig / PIL format detection working
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_text(path, text):
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8", newline="") as stream:
-            stream.write(text)
 
 
 def write_csv(path, header, rows):

@@ -8,6 +8,7 @@ on a TensorFlow that still has what slim expects.
 import importlib
 import os
 import sys
+import warnings
 
 # TensorFlow's C++ INFO/WARNING logs bury the scripts' own output; users can still set
 # TF_CPP_MIN_LOG_LEVEL=0 to see them. (The few lines TF 2.20+ prints before absl's logging is
@@ -47,8 +48,18 @@ def _alias_legacy_tf_layers():
     APPLIED.append("tf_keras.legacy_tf_layers")
 
 
+def _quiet_v1_deprecation_notices():
+    # Not a breakage, noise: slim is built on the v1 graph APIs, which log a deprecation notice
+    # (and Keras 3's legacy layers a `layer.apply` UserWarning) on every run of every script,
+    # burying the scripts' own progress and results.
+    from tensorflow.python.util import deprecation
+    deprecation._PRINT_DEPRECATION_WARNINGS = False
+    warnings.filterwarnings("ignore", message=r"`layer.apply` is deprecated")
+
+
 _restore_ops_tensor()
 _alias_legacy_tf_layers()
+_quiet_v1_deprecation_notices()
 
 
 def import_slim():

@@ -11,7 +11,6 @@ The vocabulary is a constant inside the graph: the outputs are tag strings, noth
 import os
 import shutil
 import tempfile
-import warnings
 
 import numpy as np
 
@@ -20,14 +19,10 @@ from nets import compat
 compat.import_slim()
 
 import tensorflow.compat.v1 as tf  # noqa: E402
-# The v1 graph APIs slim is built on log deprecation notices on every run; they bury the output.
-from tensorflow.python.util import deprecation  # noqa: E402
 
 from data import input as data_input  # noqa: E402
 from nets import tagging  # noqa: E402
 
-deprecation._PRINT_DEPRECATION_WARNINGS = False
-warnings.filterwarnings("ignore", message=r"`layer.apply` is deprecated")
 
 SIGNATURE_NAME = "serving_default"
 INPUT_NAME = "images"

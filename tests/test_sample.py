@@ -100,14 +100,18 @@ def test_sample_tags_are_learnable_from_pixels_only(sample_run):
 
 
 def test_sample_defaults_yield_to_explicit_flags():
-    import preprocess
-    try:
-        preprocess.FLAGS(["preprocess.py", "--sample", "--image_size=96"])
-        assert preprocess._setting("image_size") == 96  # given: kept
-        assert preprocess._setting("test_size") == 120  # not given: 20% of the sample
-        assert preprocess._setting("shard_size") == 128
-        preprocess.FLAGS.unparse_flags()
-        preprocess.FLAGS(["preprocess.py", "--dataset_dir=x"])
-        assert preprocess._setting("image_size") == 299 and preprocess._setting("test_size") == 5000
-    finally:
-        preprocess.FLAGS.unparse_flags()
+    # In a subprocess: absl's FLAGS are process-global, and other tests import train.py, whose
+    # flags share names with preprocess.py's.
+    check = """
+import preprocess
+preprocess.FLAGS(["preprocess.py", "--sample", "--image_size=96"])
+assert preprocess._setting("image_size") == 96  # given: kept
+assert preprocess._setting("test_size") == 120  # not given: 20% of the sample
+assert preprocess._setting("shard_size") == 128
+preprocess.FLAGS.unparse_flags()
+preprocess.FLAGS(["preprocess.py", "--dataset_dir=x"])
+assert preprocess._setting("image_size") == 299 and preprocess._setting("test_size") == 5000
+"""
+    result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

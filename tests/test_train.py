@@ -158,29 +158,12 @@ def summaries(train_dir, tag):
     return values
 
 
-@pytest.fixture(scope="session")
-def sample_records(tmp_path_factory):
-    if not os.path.exists(os.path.join(REPO, "preprocess.py")):
-        pytest.skip("preprocess.py (the built-in sample) is not in the repo yet")
-    output = str(tmp_path_factory.mktemp("sample") / "records")
-    result = subprocess.run([sys.executable, "preprocess.py", "--sample",
-                             f"--output_dir={output}"], cwd=REPO, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return output
-
-
-def test_cpu_preset_on_the_sample_learns_image_dependent_tags(sample_records, tmp_path):
+def test_cpu_preset_on_the_sample_learns_image_dependent_tags(learned_sample):
     # The preset's image size, depth multiplier, batch and schedule; fewer steps (tests stay fast).
-    train_dir = str(tmp_path / "train")
-    result = subprocess.run([sys.executable, "train.py", "--preset=cpu",
-                             f"--records_dir={sample_records}", f"--train_dir={train_dir}",
-                             "--max_steps=60", "--summary_every_steps=10"],
-                            cwd=REPO, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "training from scratch" in result.stderr  # the visible warning without a checkpoint
+    records_dir, train_dir = learned_sample["records_dir"], learned_sample["train_dir"]
+    assert "training from scratch" in learned_sample["result"].stderr  # the visible warning
     losses = [value for _, value in summaries(train_dir, "loss/tags")]
-    prior = sample_prior_entropy(sample_records)
+    prior = sample_prior_entropy(records_dir)
     assert len(losses) == 6
     # Below what any image-independent guess can reach: the model reads the pixels.
     assert np.mean(losses[-2:]) < min(losses[0], prior) - 1.0, (losses, prior)
