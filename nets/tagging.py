@@ -26,8 +26,10 @@ slim = compat.import_slim()
 import tensorflow.compat.v1 as tf  # noqa: E402
 from tf_slim.nets import inception  # noqa: E402
 
+from data import harrison  # noqa: E402
+
 CONFIG_NAME = "train_config.json"
-VOCAB_NAME = "vocab.txt"
+VOCAB_NAME = harrison.VOCAB_FILE  # the records' vocab.txt, copied into the train_dir
 CHECKPOINT_BASENAME = "model.ckpt"
 LOSSES = ("sigmoid", "softmax")
 AUX_LOSS_WEIGHT = 0.4  # slim's train_image_classifier weight for InceptionV3's AuxLogits
@@ -180,11 +182,6 @@ def make_optimizer(name, learning_rate, momentum=0.9, rmsprop_decay=0.9, epsilon
 # --------------------------------------------------------------------------- train_dir
 
 
-def _read_vocab(path):
-    with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f if line.rstrip("\n")]
-
-
 def load_train_dir(train_dir):
     """(config dict from train_config.json, vocab list from vocab.txt) of a train_dir."""
     config_path = os.path.join(train_dir, CONFIG_NAME)
@@ -195,7 +192,11 @@ def load_train_dir(train_dir):
                                 f"{os.path.basename(path)} is missing")
     with open(config_path, encoding="utf-8") as f:
         config = json.load(f)
-    return config, _read_vocab(vocab_path)
+    try:  # the train_dir's vocab.txt is the records' one, copied: the same reader and checks
+        vocab = harrison.load_records_vocab(train_dir)
+    except harrison.FormatError as error:
+        raise TrainDirError(str(error)) from None
+    return config, vocab
 
 
 def resolve_checkpoint(path):

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from data import harrison
 from nets import tagging
 from train_records import VOCAB, write_records
 
@@ -139,7 +140,7 @@ def sample_prior_entropy(records_dir):
     """Loss of the best image-independent prediction (each tag's training frequency): the
     summed binary entropy of the tag frequencies."""
     from data import records
-    counts, images = np.zeros(len(tagging._read_vocab(os.path.join(records_dir, "vocab.txt")))), 0
+    counts, images = np.zeros(len(harrison.load_records_vocab(records_dir))), 0
     for path in glob.glob(os.path.join(records_dir, "train-*.tfrecord")):
         for serialized in tf.data.TFRecordDataset(path).as_numpy_iterator():
             counts[list(set(records.decode_example(serialized)["tags"]))] += 1
