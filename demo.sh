@@ -26,7 +26,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "1/4 build the sample dataset and its records"
 # shellcheck disable=SC2086  # the flag lists are meant to split into words
-"$python" preprocess.py --sample --sample_dir="$work/sample" --output_dir="$records" \
+"$python" preprocess.py --sample --sample_dir="$work/sample" --records_dir="$records" \
     ${DEMO_PREPROCESS_FLAGS:-}
 
 step "2/4 train the CPU recipe"
@@ -46,8 +46,8 @@ for path in test[:2]:
     print(path if os.path.relpath(path).startswith("..") else os.path.relpath(path))
 EOF
 )
-"$python" predict.py --checkpoint_path="$train" "${photos[@]}"
+"$python" predict.py --model="$train" "${photos[@]}"
 
 step "4/4 evaluate on the test split"
-"$python" evaluate.py --checkpoint_path="$train" --records_dir="$records"
+"$python" evaluate.py --model="$train" --records_dir="$records"
 echo "contact sheet: $train/eval/contact_sheet.png"

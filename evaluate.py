@@ -1,45 +1,53 @@
-"""Scores a split of the records with a trained checkpoint: the HARRISON paper's metrics, the
+"""Scores a split of the records with a trained model: the HARRISON paper's metrics, the
 popularity baseline, and files to open, plot and share.
 
-    python3 evaluate.py --records_dir=work/records --checkpoint_path=work/train
-    python3 evaluate.py --checkpoint_path=work/train/model.ckpt-2000      # one named checkpoint
-    python3 evaluate.py --checkpoint_path=work/train --all_checkpoints    # every kept checkpoint
+    python3 evaluate.py --model=work/train --records_dir=work/records
+    python3 evaluate.py --model=work/train/model.ckpt-2000      # one named checkpoint
+    python3 evaluate.py --model=work/train --all_checkpoints    # every kept checkpoint
 
 Writes to --eval_dir (default <train_dir>/eval): metrics.json, predictions.csv, per_tag.csv and
 contact_sheet.png; with --all_checkpoints one step-<N>/ folder of those per checkpoint, plus
 metrics_by_step.csv and metrics_by_step.png.
 """
 import os
-import sys
 
-from absl import app, flags, logging
+from absl import flags
 
-from data import harrison, input as data_input
-from evaluation import inference, metrics, report
-from nets import tagging
+import cli
+from data import harrison, pipeline
+from evaluation import metrics, report, scoring
+from nets import train_dir
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint_path", "work/train",
-                    "A train_dir (its latest checkpoint is used) or one checkpoint prefix such as "
-                    "work/train/model.ckpt-2000.")
+flags.DEFINE_string("model", "work/train",
+                    "A train_dir (its best checkpoint on the val split is used, else its newest) "
+                    "or one checkpoint in it, such as work/train/model.ckpt-2000.")
 flags.DEFINE_string("records_dir", None,
                     "preprocess.py's output directory. Default: the records_dir the model was "
                     "trained on (train_config.json).")
 flags.DEFINE_string("split", "test", "Which split of the records to score (test, val, train).")
-flags.DEFINE_list("top_k", ["1", "3", "5", "10"], "The k of precision/recall/accuracy/f1@k.")
+flags.DEFINE_list("at_k", ["1", "3", "5", "10"], "The k of precision/recall/accuracy/f1@k.")
 flags.DEFINE_integer("batch_size", 32, "Images per inference batch (any size: the last partial "
-                     "batch is scored too).")
+                     "batch is scored too).", lower_bound=1, upper_bound=4096)
 flags.DEFINE_string("eval_dir", None, "Where to write the results. Default: <train_dir>/eval.")
 flags.DEFINE_bool("all_checkpoints", False,
-                  "Evaluate every checkpoint listed in the train_dir's `checkpoint` file, in step "
-                  "order, and plot the metrics against step.")
+                  "Evaluate every checkpoint in the train_dir, in step order, and plot the "
+                  "metrics against step.")
 flags.DEFINE_integer("contact_sheet_images", 12, "Test images shown in contact_sheet.png "
-                     "(the first ones of the split; 0 skips the sheet).")
+                     "(the first ones of the split; 0 skips the sheet).", lower_bound=0,
+                     upper_bound=1000)
+cli.deprecated_alias("checkpoint_path", "model")
+cli.deprecated_alias("top_k", "at_k")
 
 
-def fail(message):
-    print(f"evaluate.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+def parse_at_k(values):
+    try:
+        at_k = sorted({int(k) for k in values})
+    except ValueError:
+        raise cli.UserError(f"--at_k must be integers, got {','.join(values)}") from None
+    if not at_k or at_k[0] < 1:
+        raise cli.UserError("--at_k values must be >= 1")
+    return at_k
 
 
 def write_outputs(directory, document, scored, vocab, title):
@@ -67,76 +75,60 @@ def write_outputs(directory, document, scored, vocab, title):
     report.write_metrics_json(metrics_path, document)
 
 
-def evaluate_checkpoint(scorer, checkpoint, train_counts, vocab, top_k, directory):
+def evaluate_checkpoint(scorer, checkpoint, train_counts, vocab, at_k, directory, sheet_images):
     """Scores the split with one checkpoint, prints the table, writes the files; the metrics."""
-    step = inference.checkpoint_step(checkpoint)
-    scored = scorer.score(checkpoint, keep_images=max(FLAGS.contact_sheet_images, 0))
-    model, popularity = inference.evaluate_scored(scored, train_counts, top_k)
-    document = report.metrics_document(checkpoint, step, FLAGS.split, len(scored["paths"]),
+    step = train_dir.checkpoint_step(checkpoint)
+    scored = scorer.score(checkpoint, keep_images=sheet_images)
+    model, popularity = scoring.evaluate_scored(scored, train_counts, at_k)
+    document = report.metrics_document(checkpoint, step, scorer.split, len(scored["paths"]),
                                        model, popularity)
     write_outputs(directory, document, scored, vocab,
-                  f"{os.path.basename(checkpoint)} on {FLAGS.split}: predicted vs user tags "
+                  f"{os.path.basename(checkpoint)} on {scorer.split}: predicted vs user tags "
                   "(hits in green)")
-    print(f"\n{checkpoint} (step {step}), {FLAGS.split} split, {len(scored['paths'])} images:")
+    print(f"\n{checkpoint} (step {step}), {scorer.split} split, {len(scored['paths'])} images:")
     untagged = len(scored["paths"]) - metrics.images_with_tags(scored["labels"])
     if untagged:
         print(f"({untagged} images without any tag of the vocabulary are left out of the "
               "per-image averages)")
-    print(report.format_table(model, popularity, top_k))
+    print(report.format_table(model, popularity, at_k))
     print(f"wrote {directory}")
     return document
 
 
 def main(argv):
     if len(argv) > 1:
-        fail(f"unexpected arguments: {' '.join(argv[1:])}")
+        raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    at_k = parse_at_k(FLAGS.at_k)
+    checkpoint, model_dir = train_dir.resolve(FLAGS.model)
+    config, vocab = train_dir.load(model_dir)
+    records_dir = FLAGS.records_dir or config.get("records_dir")
+    if not records_dir:
+        raise cli.UserError("--records_dir is required (train_config.json does not name one)")
+    scoring.check_vocab(records_dir, harrison.load_records_vocab(records_dir), model_dir, vocab)
+    checkpoints = ([prefix for _, prefix in train_dir.list_checkpoints(model_dir)]
+                   if FLAGS.all_checkpoints else [checkpoint])
+    eval_dir = FLAGS.eval_dir or os.path.join(model_dir, "eval")
+    train_counts = pipeline.tag_counts(records_dir, vocab)
+    by_step = [os.path.join(eval_dir, name)
+               for name in ("metrics_by_step.csv", "metrics_by_step.png")]
+    for path in by_step if FLAGS.all_checkpoints else []:
+        if os.path.exists(path):
+            os.remove(path)  # rewritten at the end from this run's checkpoints only
+    scorer = scoring.Scorer(config, records_dir, FLAGS.split, FLAGS.batch_size)
     try:
-        top_k = sorted({int(k) for k in FLAGS.top_k})
-    except ValueError:
-        fail(f"--top_k must be integers, got {','.join(FLAGS.top_k)}")
-    if not top_k or top_k[0] < 1:
-        fail("--top_k values must be >= 1")
-    if FLAGS.batch_size < 1:
-        fail("--batch_size must be >= 1")
-    if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines ("Restoring parameters ...")
-        logging.set_verbosity(logging.WARNING)
-
-    try:
-        checkpoint, train_dir = tagging.resolve_checkpoint(FLAGS.checkpoint_path)
-        config, vocab = tagging.load_train_dir(train_dir)
-        records_dir = FLAGS.records_dir or config.get("records_dir")
-        if not records_dir:
-            fail("--records_dir is required (train_config.json does not name one)")
-        inference.check_vocab(records_dir, harrison.load_records_vocab(records_dir),
-                              train_dir, vocab)
-        checkpoints = (inference.all_checkpoints(train_dir) if FLAGS.all_checkpoints
-                       else [checkpoint])
-        eval_dir = FLAGS.eval_dir or os.path.join(train_dir, "eval")
-        train_counts = inference.train_tag_counts(records_dir, vocab)
-        by_step = [os.path.join(eval_dir, name)
-                   for name in ("metrics_by_step.csv", "metrics_by_step.png")]
-        for path in by_step if FLAGS.all_checkpoints else []:
-            if os.path.exists(path):
-                os.remove(path)  # rewritten at the end from this run's checkpoints only
-        scorer = inference.Scorer(config, records_dir, FLAGS.split, FLAGS.batch_size)
-        try:
-            documents = []
-            for checkpoint in checkpoints:
-                step = inference.checkpoint_step(checkpoint)
-                directory = (os.path.join(eval_dir, f"step-{step}") if FLAGS.all_checkpoints
-                             else eval_dir)
-                documents.append(evaluate_checkpoint(scorer, checkpoint, train_counts, vocab,
-                                                     top_k, directory))
-        finally:
-            scorer.close()
-        if FLAGS.all_checkpoints:
-            report.write_metrics_by_step_csv(by_step[0], documents)
-            report.plot_metrics_by_step(by_step[1], documents, f"{train_dir} on {FLAGS.split}")
-            print(f"wrote {by_step[0]} and {by_step[1]}")
-    except (harrison.FormatError, data_input.InputError, inference.EvaluationError,
-            tagging.TrainDirError) as error:
-        fail(str(error))
+        documents = []
+        for checkpoint in checkpoints:
+            directory = (os.path.join(eval_dir, f"step-{train_dir.checkpoint_step(checkpoint)}")
+                         if FLAGS.all_checkpoints else eval_dir)
+            documents.append(evaluate_checkpoint(scorer, checkpoint, train_counts, vocab, at_k,
+                                                 directory, FLAGS.contact_sheet_images))
+    finally:
+        scorer.close()
+    if FLAGS.all_checkpoints:
+        report.write_metrics_by_step_csv(by_step[0], documents)
+        report.plot_metrics_by_step(by_step[1], documents, f"{model_dir} on {FLAGS.split}")
+        print(f"wrote {by_step[0]} and {by_step[1]}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

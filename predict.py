@@ -1,46 +1,64 @@
 """Tags your photos with a trained model: the top hashtags of each image and their scores.
 
-    python3 predict.py --checkpoint_path=work/train photo1.jpg photo2.png some_folder/
+    python3 predict.py --model=work/train photo1.jpg photo2.png some_folder/
     python3 predict.py --top_k=0 --threshold=0.3 --format=json photos/ > tags.jsonl
+    python3 predict.py --model=hashtags.tar.gz photo1.jpg    # a model someone exported
+
+--model is a train_dir (or one checkpoint in it), or what export.py wrote: its SavedModel folder
+or its .tar.gz archive. Both run the same graph and give the same tags and scores; an exported
+model returns at most the tags it was exported with (export.py --top_k, 10 by default).
 
 Arguments are image files or folders (the image files directly inside, sorted; --recursive
 also walks subfolders). Images are scored in batches with evaluate.py's eval preprocessing
-(nets/tagger.py, the same graph export.py saves). Output, one line per image on stdout:
+(nets/tagger.py, the same graph export.py saves); large photos are decoded reduced and make
+smaller batches (data/image_files.py, BATCH_PIXELS), so memory stays bounded. Output, one line
+per image on stdout:
 
     text  photos/beach.jpg: #sunset 0.91 #beach 0.84 ...
     json  {"path": "photos/beach.jpg", "tags": ["sunset", "beach"], "scores": [0.91, 0.84]}
     csv   path,tags,scores  (tags and scores space-separated, best first)
 
-A file that is missing or not an image gets `<path>: error: <reason>` on stderr and the others
-go on. Exit code: 0 all tagged, 1 some failed, 2 nothing could run (bad flags, no model).
+A file that is missing, not an image, not a regular file (a FIFO, a device, a link to one) or
+over 64 MB gets `<path>: error: <reason>` on stderr and the others go on. Exit code: 0 all
+tagged, 1 some failed, 2 nothing could run (bad flags, no model).
 """
 import csv
 import json
-import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags
 from tqdm import tqdm
 
+import cli
+from data import image_files
+from nets import tagger as tagger_lib
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("checkpoint_path", "work/train",
-                    "A train_dir of train.py (its latest checkpoint is used) or one checkpoint "
-                    "prefix such as work/train/model.ckpt-2000.")
+flags.DEFINE_string("model", "work/train",
+                    "A train_dir of train.py (its newest checkpoint is used), one checkpoint in "
+                    "it (work/train/model.ckpt-2000), or a model of export.py: its SavedModel "
+                    "folder or its .tar.gz archive.")
 flags.DEFINE_integer("top_k", 5, "Tags shown per image, best first (0: every tag of the "
-                     "vocabulary, useful with --threshold).")
+                     "vocabulary, or every tag an exported model returns; useful with "
+                     "--threshold).", lower_bound=0)
 flags.DEFINE_float("threshold", None, "Only show the tags (of the top --top_k) whose score is "
                    "at least this. Scores are per-tag probabilities in [0, 1] (a softmax over "
                    "the tags for models trained with --loss=softmax).")
 flags.DEFINE_enum("format", "text", ["text", "json", "csv"], "text: `path: #tag score ...`; "
                   "json: one JSON object per line (path, tags, scores); csv: path,tags,scores.")
-flags.DEFINE_integer("batch_size", 32, "Images per inference batch.")
+flags.DEFINE_integer("batch_size", 32, "Images per inference batch at most (large photos make "
+                     "smaller batches).", lower_bound=1,
+                     upper_bound=1024)
 flags.DEFINE_bool("recursive", False, "For folder arguments, also tag the images in their "
                   "subfolders.")
+flags.register_validator("threshold", lambda value: value is None or 0.0 <= value <= 1.0,
+                         "--threshold must be a score between 0 and 1")
+cli.deprecated_alias("checkpoint_path", "model")
 
-
-def fail(message):
-    print(f"predict.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+# Decoded pixels per batch: TensorFlow decodes a batch's images, several at a time, into float32
+# copies before it crops and resizes them. Photos reach it at most 2048 px a side (reduced by
+# data/image_files.py), so 32 photos of 1 MP run in one batch, 8 of 4 MP.
+BATCH_PIXELS = 32 * 2**20
 
 
 class Output:
@@ -71,56 +89,69 @@ def report_error(path, reason):
     print(f"{path}: error: {reason}", file=sys.stderr, flush=True)
 
 
+def batches(entries, image_size, batch_size, max_pixels=BATCH_PIXELS):
+    """Lists of (path, encoded image bytes or error reason), in input order, each with at most
+    `batch_size` images and `max_pixels` decoded pixels (a larger image runs alone). Each file is
+    read when its batch is made; an error line waits only for the images before it."""
+    batch, images, pixels = [], 0, 0
+    for path, error in entries:
+        encoded = None
+        if error is None:
+            try:
+                encoded, (width, height) = image_files.load(path, image_size)
+            except image_files.PhotoError as photo_error:
+                error = str(photo_error)
+        if encoded is None:
+            batch.append((path, error))
+        else:
+            if images and (images == batch_size or pixels + width * height > max_pixels):
+                yield batch
+                batch, images, pixels = [], 0, 0
+            batch.append((path, encoded))
+            images, pixels = images + 1, pixels + width * height
+        if not images:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def write_batch(tagger, batch, output, progress):
+    """Tags the images of `batch` ([(path, encoded image bytes or error reason)]) in one run and
+    writes every line, in order. Returns how many failed."""
+    results = iter(tagger.tag_each([item for _, item in batch if isinstance(item, bytes)]))
+    failed = 0
+    with tqdm.external_write_mode(file=sys.stdout):
+        for path, item in batch:
+            outcome = next(results) if isinstance(item, bytes) else item
+            if isinstance(outcome, str):  # this file's one-line reason
+                report_error(path, outcome)
+                failed += 1
+                continue
+            tags, scores = outcome
+            if FLAGS.threshold is not None:
+                kept = [i for i, score in enumerate(scores) if score >= FLAGS.threshold]
+                tags, scores = [tags[i] for i in kept], [scores[i] for i in kept]
+            output.write(path, tags, scores)
+    progress.update(len(batch))
+    return failed
+
+
 def main(argv):
     arguments = argv[1:]
     if not arguments:
-        fail("give image files or folders to tag, e.g. predict.py photo.jpg photos/")
-    if FLAGS.top_k < 0:
-        fail("--top_k must be >= 0 (0: every tag)")
-    if FLAGS.batch_size < 1:
-        fail("--batch_size must be >= 1")
-
-    if not FLAGS["verbosity"].present:  # TensorFlow's INFO lines ("Restoring parameters ...")
-        logging.set_verbosity(logging.WARNING)
-    from data import photos
-    from nets import tagger as tagger_lib
-    from nets import tagging
-
-    try:
-        tagger = tagger_lib.Tagger(FLAGS.checkpoint_path, top_k=FLAGS.top_k)
-    except (tagging.TrainDirError, tagger_lib.TaggerError, ValueError) as error:
-        fail(str(error))
-    entries = photos.expand(arguments, FLAGS.recursive)
+        raise cli.UserError("give image files or folders to tag, e.g. predict.py photo.jpg "
+                            "photos/")
+    tagger = tagger_lib.open_tagger(FLAGS.model, top_k=FLAGS.top_k)
+    entries = image_files.expand(arguments, FLAGS.recursive)
     output = Output(FLAGS.format)
     failed = 0
     # A progress bar (rate, ETA) on a terminal when there is more than one batch; result and
     # error lines are written around it.
     progress = tqdm(total=len(entries), unit="img", desc="predict", file=sys.stderr,
                     dynamic_ncols=True, disable=None if len(entries) > FLAGS.batch_size else True)
-    for start in range(0, len(entries), FLAGS.batch_size):
-        chunk = entries[start:start + FLAGS.batch_size]
-        loaded = {}  # position in chunk -> bytes; the others get their reason in `outcomes`
-        outcomes = [error for _, error in chunk]
-        for position, (path, error) in enumerate(chunk):
-            if error is None:
-                try:
-                    loaded[position] = photos.load(path)
-                except photos.PhotoError as photo_error:
-                    outcomes[position] = str(photo_error)
-        for position, result in zip(loaded, tagger.tag_each(list(loaded.values()))):
-            outcomes[position] = result
-        with tqdm.external_write_mode(file=sys.stdout):
-            for (path, _), outcome in zip(chunk, outcomes):
-                if isinstance(outcome, str):  # this file's one-line reason
-                    report_error(path, outcome)
-                    failed += 1
-                    continue
-                tags, scores = outcome
-                if FLAGS.threshold is not None:
-                    kept = [i for i, score in enumerate(scores) if score >= FLAGS.threshold]
-                    tags, scores = [tags[i] for i in kept], [scores[i] for i in kept]
-                output.write(path, tags, scores)
-        progress.update(len(chunk))
+    for batch in batches(entries, int(tagger.config["image_size"]), FLAGS.batch_size):
+        failed += write_batch(tagger, batch, output, progress)
     progress.close()
     tagger.close()
     if failed:
@@ -130,5 +161,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)

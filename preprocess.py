@@ -1,35 +1,43 @@
 """HARRISON -> sharded TFRecords, vocabulary, reproducible split, skip report.
 
-    python3 preprocess.py --dataset_dir=/content/HARRISON --output_dir=work/records
+    python3 preprocess.py --dataset_dir=/content/HARRISON --records_dir=work/records
     python3 preprocess.py --sample        # the built-in sample dataset, no download
 
 Writes {split}-NNNNN-of-NNNNN.tfrecord shards, vocab.txt, split.csv, tag_stats.csv and
-manifest.json (last) into --output_dir. The work is done by data/build_records.py.
+manifest.json (last) into --records_dir. The work is done by data/build_records.py.
 """
 import sys
 
-from absl import app, flags
+from absl import flags
 
-from data import build_records, harrison, sample
+import cli
+from data import build_records, sample
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", None,
                     "HARRISON root: the folder holding data_list.txt, tag_list.txt, "
                     "vocab_index.txt and instagram_dataset/.")
-flags.DEFINE_string("output_dir", "work/records",
+flags.DEFINE_string("records_dir", "work/records",
                     "Where the shards, vocab.txt, split.csv, tag_stats.csv and manifest.json go.")
 flags.DEFINE_integer("test_size", 5000,
                      "Images in the test split (5000 as in the paper and its re-implementations). "
-                     "With --sample the default is 20% of the sample.")
-flags.DEFINE_integer("val_size", 0, "Images in a validation split (0: no val split).")
+                     "With --sample the default is 20% of the sample.", lower_bound=1)
+flags.DEFINE_integer("val_size", None, "Images in the validation split, carved from the train "
+                     f"images; default {build_records.DEFAULT_VAL_SIZE}, or a tenth of the "
+                     "images left after the test split when that is fewer (0: no val split).",
+                     lower_bound=0)
 flags.DEFINE_integer("seed", 42, "Seed of the train/val/test split.")
-flags.DEFINE_integer("image_size", 299,
-                     "Shorter side of the stored images in pixels, aspect ratio kept (299 suits "
-                     "Inception v3). With --sample the default is 160.")
-flags.DEFINE_integer("workers", None, "Processes decoding and encoding images (default: all cores).")
+# Up to 2048 px: beyond it the records of HARRISON would not fit a Colab disk.
+flags.DEFINE_integer("shorter_side", 342,
+                     "Shorter side of the stored images in pixels, aspect ratio kept. 342 = "
+                     "299 / 0.875: evaluation's central 87.5% crop is then Inception v3's "
+                     "299 px without upsampling. With --sample the default is 159 (for 139 px).",
+                     lower_bound=32, upper_bound=2048)
+flags.DEFINE_integer("workers", None, "Processes decoding and encoding images (default: all "
+                     "cores).", lower_bound=1, upper_bound=256)
 flags.DEFINE_integer("shard_size", 1024,
                      "Images per shard at most; the number of shards follows (about 30-50 MB "
-                     "each at 299 px). With --sample the default is 128.")
+                     "each at 299 px). With --sample the default is 128.", lower_bound=1)
 flags.DEFINE_bool("overwrite", False,
                   "Replace an existing output made with different settings (all its files are "
                   "removed first). Without it such a run refuses to start.")
@@ -37,9 +45,14 @@ flags.DEFINE_bool("sample", False,
                   "Build the built-in sample dataset (drawn shapes and scenes in HARRISON's "
                   "format, deterministic, no download) under --sample_dir and preprocess it.")
 flags.DEFINE_string("sample_dir", "work/sample", "Where --sample writes its HARRISON-format dataset.")
-flags.DEFINE_integer("sample_images", sample.DEFAULT_IMAGES, "Number of images of the --sample dataset.")
+flags.DEFINE_integer("sample_images", sample.DEFAULT_IMAGES,
+                     "Number of images of the --sample dataset.", lower_bound=10,
+                     upper_bound=100_000)
+cli.deprecated_alias("image_size", "shorter_side")
+cli.deprecated_alias("output_dir", "records_dir")
 
-SAMPLE_DEFAULTS = {"image_size": 160, "shard_size": 128}
+# The sample's: --preset=cpu's 139 px input (159 = 139 / 0.875, data/image_files.stored_side).
+SAMPLE_DEFAULTS = {"shorter_side": 159, "shard_size": 128}
 
 
 def _setting(name):
@@ -54,28 +67,28 @@ def _setting(name):
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        if FLAGS.sample:
-            if FLAGS.dataset_dir:
-                raise harrison.FormatError("give either --sample or --dataset_dir, not both")
+        raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if FLAGS.sample:
+        if FLAGS.dataset_dir:
+            raise cli.UserError("give either --sample or --dataset_dir, not both")
+        try:
             dataset_dir = sample.ensure_sample(FLAGS.sample_dir, FLAGS.sample_images)
-            print(f"sample dataset: {dataset_dir} ({FLAGS.sample_images} images)")
-        elif FLAGS.dataset_dir:
-            dataset_dir = FLAGS.dataset_dir
-        else:
-            raise harrison.FormatError("--dataset_dir is required (or --sample for the built-in "
-                                       "sample dataset)")
+        except OSError as error:  # a full disk, a --sample_dir that is a file...
+            raise cli.UserError(f"cannot write the sample dataset to {FLAGS.sample_dir}: "
+                                f"{error.strerror or error}") from None
+        print(f"sample dataset: {dataset_dir} ({FLAGS.sample_images} images)")
+    elif FLAGS.dataset_dir:
+        dataset_dir = FLAGS.dataset_dir
+    else:
+        raise cli.UserError("--dataset_dir is required (or --sample for the built-in sample "
+                            "dataset)")
+    try:
         build_records.build_records(
-            dataset_dir, FLAGS.output_dir, image_size=_setting("image_size"),
+            dataset_dir, FLAGS.records_dir, image_size=_setting("shorter_side"),
             test_size=_setting("test_size"), val_size=FLAGS.val_size, seed=FLAGS.seed,
             shard_size=_setting("shard_size"), workers=FLAGS.workers, overwrite=FLAGS.overwrite)
-    except harrison.FormatError as error:
-        print(f"preprocess.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as error:  # e.g. an --output_dir that is a file, a full disk
-        print(f"preprocess.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    except OSError as error:  # e.g. a --records_dir that is a file (a full disk: OutputError)
+        raise cli.UserError(str(error)) from None
     except KeyboardInterrupt:
         print("preprocess.py: interrupted; no manifest was written, re-run to finish",
               file=sys.stderr)
@@ -83,4 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,387 +1,320 @@
 """Fine-tunes a slim InceptionV3 with a multi-label (sigmoid) head on preprocess.py's records.
 
-    python3 train.py --records_dir=work/records --train_dir=work/train --checkpoint_path=imagenet
+    python3 train.py --records_dir=work/records --train_dir=work/train --warm_start=imagenet
     python3 train.py --preset=cpu            # the built-in sample on a laptop CPU, a few minutes
 
-Re-running the same command resumes from the latest checkpoint in --train_dir. The train_dir
+Re-running the same command resumes from the newest checkpoint in --train_dir. The train_dir
 gets checkpoints (model.ckpt-<step>), vocab.txt, train_config.json and TensorBoard summaries,
-which is all evaluate.py and predict.py need.
+which is all evaluate.py, predict.py and export.py need (nets/train_dir.py). Ctrl-C or SIGTERM
+finishes the current step, saves it and exits; the same command then resumes. With several GPUs
+it trains on all of them, and on several machines with --distribute=multi_worker
+(tf.distribute, docs/scaling.md).
 """
-import json
-import math
+import contextlib
 import os
 import sys
-import time
+import tempfile
 
 import numpy as np
-from absl import app, flags, logging
+import tensorflow.compat.v1 as tf
+from absl import flags
 from tqdm import tqdm
 
-from nets import compat
-
-slim = compat.import_slim()
-import tensorflow.compat.v1 as tf  # noqa: E402
-from tensorflow.core.protobuf import rewriter_config_pb2  # noqa: E402
-
-from data import atomic, harrison, input as data_input  # noqa: E402
-from nets import tagging, warm_start  # noqa: E402
-
-
-# ----------------------------------------------------------------------------------- presets
-# "gpu" is the full recipe (the flag defaults); "cpu" trains the built-in sample on 2 CPU cores
-# in a few minutes. Any flag given explicitly on the command line overrides the preset.
-PRESETS = {
-    "gpu": {},
-    "cpu": {"image_size": 139, "depth_multiplier": 0.25, "batch_size": 32, "max_steps": 300,
-            "batch_norm_decay": 0.9, "learning_rate": 0.01, "warmup_steps": 20,
-            "learning_rate_decay": "cosine", "save_every_steps": 100, "summary_every_steps": 20,
-            "shuffle_buffer": 1024},
-}
-
-
-def _preset_help(name):
-    values = {p: s[name] for p, s in PRESETS.items() if name in s}
-    return "".join(f" (--preset={p}: {v})" for p, v in values.items())
-
+import cli
+from data import harrison, pipeline
+from evaluation import metrics, validation
+from nets import linear_probe, model, train_dir, training, warm_start
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "gpu", sorted(PRESETS), "Settings bundle: gpu = the full recipe; "
-                  "cpu = small images and network for the built-in sample on a CPU. Explicit "
-                  "flags override it.")
+R, help_ = training.RECIPE, training.preset_help  # the defaults, and what a preset changes
+flags.DEFINE_enum("preset", "gpu", sorted(training.PRESETS), "Settings bundle: gpu = the full "
+                  "recipe; cpu = small images and network for the built-in sample on a CPU. "
+                  "Explicit flags override it.")
 # data
-flags.DEFINE_string("records_dir", "work/records", "preprocess.py output: shards, vocab.txt, "
+flags.DEFINE_string("records_dir", R["records_dir"], "preprocess.py output: shards, vocab.txt, "
                     "manifest.json.")
 flags.DEFINE_string("train_dir", "work/train", "Checkpoints, summaries, vocab.txt and "
                     "train_config.json. Re-running with the same train_dir resumes.")
-flags.DEFINE_integer("image_size", 299, "Input size in pixels." + _preset_help("image_size"))
-flags.DEFINE_integer("shuffle_buffer", 2048, "Examples in the shuffle buffer." +
-                     _preset_help("shuffle_buffer"))
-flags.DEFINE_integer("seed", 0, "Seed for initialization, shuffling and augmentation.")
+flags.DEFINE_integer("image_size", R["image_size"], "Model input size in pixels; default: the "
+                     "backbone's (299 for inception_v3)." + help_("image_size"),
+                     lower_bound=75, upper_bound=1024)
+flags.DEFINE_integer("shuffle_buffer", R["shuffle_buffer"], "Examples in the shuffle buffer." +
+                     help_("shuffle_buffer"), lower_bound=1, upper_bound=100_000)
+flags.DEFINE_integer("seed", R["seed"], "Seed for initialization, shuffling and augmentation.")
+flags.DEFINE_float("min_crop_area", R["min_crop_area"], "Smallest fraction of the photo a "
+                   "training crop keeps (slim's ImageNet recipe: 0.05).")
+flags.DEFINE_float("hue_jitter", R["hue_jitter"], "Largest random hue shift of training "
+                   "images (0: none, since colours are hashtags; slim's: 0.05).")
 # model
-flags.DEFINE_enum("backbone", "inception_v3", sorted(tagging.BACKBONES), "slim backbone.")
-flags.DEFINE_float("depth_multiplier", 1.0, "Channel multiplier of the backbone (1.0 = the "
-                   "ImageNet checkpoint's)." + _preset_help("depth_multiplier"))
-flags.DEFINE_enum("loss", "sigmoid", tagging.LOSSES, "sigmoid: cross-entropy per tag on the "
+flags.DEFINE_enum("backbone", R["backbone"], sorted(model.BACKBONES), "slim backbone.")
+flags.DEFINE_float("depth_multiplier", R["depth_multiplier"], "Channel multiplier of the "
+                   "backbone (1.0 = the ImageNet checkpoint's)." + help_("depth_multiplier"))
+flags.DEFINE_enum("loss", R["loss"], model.LOSSES, "sigmoid: cross-entropy per tag on the "
                   "multi-hot targets; softmax: cross-entropy against the targets normalised to "
                   "sum to 1 (Mahajan et al. 2018).")
-flags.DEFINE_float("aux_loss_weight", tagging.AUX_LOSS_WEIGHT, "Weight of InceptionV3's "
+flags.DEFINE_float("aux_loss_weight", R["aux_loss_weight"], "Weight of InceptionV3's "
                    "auxiliary-head loss (0 = no auxiliary head).")
-flags.DEFINE_float("weight_decay", 4e-5, "L2 weight decay of the slim arg_scope.")
-flags.DEFINE_float("batch_norm_decay", 0.9997, "Decay of the batch-norm moving averages." +
-                   _preset_help("batch_norm_decay"))
-flags.DEFINE_float("dropout_keep_prob", 0.8, "Dropout keep probability before the logits.")
+flags.DEFINE_float("weight_decay", R["weight_decay"], "L2 weight decay of the slim arg_scope.")
+flags.DEFINE_float("batch_norm_decay", R["batch_norm_decay"], "Decay of the batch-norm moving "
+                   "averages." + help_("batch_norm_decay"))
+flags.DEFINE_float("dropout_keep_prob", R["dropout_keep_prob"], "Dropout keep probability "
+                   "before the logits.")
 # warm start
-flags.DEFINE_string("checkpoint_path", None, "Warm start (only when --train_dir has no "
-                    "checkpoint of its own): a slim checkpoint file or prefix, a folder holding "
-                    "one, or 'imagenet' (download the TF-Slim ImageNet InceptionV3). Unset: "
-                    "train from scratch.")
-flags.DEFINE_string("checkpoint_exclude_scopes", warm_start.DEFAULT_EXCLUDE_SCOPES,
+flags.DEFINE_string("warm_start", R["warm_start"], "Initial weights (only when --train_dir has "
+                    "no checkpoint of its own): a slim checkpoint file or prefix, a folder "
+                    "holding one, or 'imagenet' (download the TF-Slim ImageNet InceptionV3). "
+                    "Unset: train from scratch.")
+flags.DEFINE_string("checkpoint_exclude_scopes", R["checkpoint_exclude_scopes"],
                     "Comma-separated variable scopes NOT restored by the warm start.")
-flags.DEFINE_string("trainable_scopes", None, "Comma-separated scopes to train (e.g. "
-                    "InceptionV3/Logits,InceptionV3/AuxLogits for the head only); default all.")
-flags.DEFINE_string("imagenet_url", warm_start.IMAGENET_URL, "Where --checkpoint_path=imagenet "
+flags.DEFINE_string("trainable_scopes", R["trainable_scopes"], "Comma-separated scopes to train "
+                    "(e.g. InceptionV3/Logits,InceptionV3/AuxLogits for the head only); "
+                    "default all.")
+flags.DEFINE_string("imagenet_url", warm_start.IMAGENET_URL, "Where --warm_start=imagenet "
                     "downloads from (a mirror, or a local server in tests).")
-flags.DEFINE_string("pretrained_dir", "work/pretrained", "Cache folder of downloaded checkpoints.")
+flags.DEFINE_string("pretrained_dir", "work/pretrained", "Cache folder of downloaded "
+                    "checkpoints.")
 # optimization
-flags.DEFINE_enum("optimizer", "rmsprop", ["rmsprop", "momentum", "adam"], "Optimizer "
+flags.DEFINE_enum("optimizer", R["optimizer"], ["rmsprop", "momentum", "adam"], "Optimizer "
                   "(slim's default: rmsprop, decay 0.9, momentum 0.9, epsilon 1.0).")
-flags.DEFINE_float("learning_rate", 0.01, "Peak learning rate." + _preset_help("learning_rate"))
-flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up steps." +
-                     _preset_help("warmup_steps"))
-flags.DEFINE_enum("learning_rate_decay", "exponential", ["exponential", "cosine", "fixed"],
-                  "exponential: x0.94 every --num_epochs_per_decay (slim's); cosine: to 1e-4 at "
-                  "the last step." + _preset_help("learning_rate_decay"))
-flags.DEFINE_float("num_epochs_per_decay", 2.0, "Epochs between exponential decays.")
-flags.DEFINE_float("momentum", 0.9, "Momentum of rmsprop/momentum.")
-flags.DEFINE_float("rmsprop_epsilon", 1.0, "RMSProp epsilon (slim's 1.0).")
-flags.DEFINE_integer("batch_size", 64, "Images per step." + _preset_help("batch_size"))
-flags.DEFINE_float("num_epochs", 10.0, "Training length in epochs over the train split "
-                   "(ignored when --max_steps is set).")
-flags.DEFINE_integer("max_steps", None, "Training length in steps (overrides --num_epochs)." +
-                     _preset_help("max_steps"))
+flags.DEFINE_float("learning_rate", R["learning_rate"], "Peak learning rate." +
+                   help_("learning_rate"))
+flags.DEFINE_integer("warmup_steps", R["warmup_steps"], "Linear learning-rate warm-up steps." +
+                     help_("warmup_steps"), lower_bound=0)
+flags.DEFINE_enum("learning_rate_decay", R["learning_rate_decay"],
+                  ["exponential", "cosine", "fixed"], "cosine: after the warm-up, down to 1% of "
+                  "the peak at the last step; exponential: x0.94 every --num_epochs_per_decay "
+                  "(slim's); fixed." +
+                  help_("learning_rate_decay"))
+flags.DEFINE_float("num_epochs_per_decay", R["num_epochs_per_decay"], "Epochs between "
+                   "exponential decays.")
+flags.DEFINE_float("momentum", R["momentum"], "Momentum of rmsprop/momentum.")
+flags.DEFINE_float("rmsprop_epsilon", R["rmsprop_epsilon"], "RMSProp epsilon (slim's 1.0).")
+flags.DEFINE_float("clip_gradient_norm", R["clip_gradient_norm"], "Clip the gradients to this "
+                   "global norm: a safety net against a rare huge step, far above ordinary "
+                   "ones (TensorBoard: gradient_norm; 0: no clipping).")
+flags.DEFINE_integer("batch_size", R["batch_size"], "Images per step." + help_("batch_size"),
+                     lower_bound=1, upper_bound=4096)
+flags.DEFINE_float("num_epochs", R["num_epochs"], "Training length in epochs over the train "
+                   "split (ignored when --max_steps is set).")
+flags.DEFINE_integer("max_steps", R["max_steps"], "Training length in steps (overrides "
+                     "--num_epochs)." + help_("max_steps"), lower_bound=1)
 # speed
-flags.DEFINE_enum("mixed_precision", "auto", ["auto", "on", "off"], "float16 compute with "
-                  "float32 variables and dynamic loss scaling; auto = on when a GPU is visible. "
-                  "'on' without a GPU emulates float16 on the CPU (slow; for testing).")
-flags.DEFINE_bool("xla", False, "Compile the graph with XLA (auto-clustering).")
+flags.DEFINE_enum("mixed_precision", R["mixed_precision"], ["auto", "on", "off"], "float16 "
+                  "compute with float32 variables and dynamic loss scaling; auto = on when a GPU "
+                  "is visible. 'on' without a GPU emulates float16 on the CPU (slow; for "
+                  "testing).")
+flags.DEFINE_bool("xla", R["xla"], "Compile the graph with XLA (auto-clustering).")
+flags.DEFINE_enum("distribute", "auto", training.DISTRIBUTE, "Several devices with "
+                  "tf.distribute (docs/scaling.md): mirrored = one replica per GPU of this "
+                  "machine (--devices); multi_worker = every machine TF_CONFIG lists; none = one "
+                  "device; auto = mirrored when more than one GPU is visible. --batch_size is "
+                  "the global batch, split across the replicas.")
+flags.DEFINE_list("devices", None, "--distribute=mirrored's devices, e.g. /gpu:0,/gpu:1 "
+                  "(default: every visible GPU); /cpu:0,/cpu:1 splits the CPU (testing "
+                  "without GPUs).")
+# linear probe (stage 1, with a warm start)
+flags.DEFINE_integer("probe_epochs", R["probe_epochs"], "Epochs of the linear probe: the tag "
+                     "head trained on the frozen warm-start backbone's cached features before "
+                     "fine-tuning everything (0: no probe).", lower_bound=0, upper_bound=10_000)
+flags.DEFINE_float("probe_learning_rate", R["probe_learning_rate"], "Adam learning rate of the "
+                   "linear probe.")
 # checkpoints and logs
-flags.DEFINE_integer("save_every_steps", 1000, "Checkpoint every N steps." +
-                     _preset_help("save_every_steps"))
-flags.DEFINE_float("save_every_minutes", 10.0, "... and at least every N minutes.")
-flags.DEFINE_integer("keep_checkpoints", 5, "Checkpoints kept in --train_dir.")
-flags.DEFINE_integer("summary_every_steps", 100, "TensorBoard summaries every N steps." +
-                     _preset_help("summary_every_steps"))
-
-SETTINGS = ["preset", "records_dir", "image_size", "shuffle_buffer", "seed", "backbone",
-            "depth_multiplier", "loss", "aux_loss_weight", "weight_decay", "batch_norm_decay",
-            "dropout_keep_prob", "checkpoint_path", "checkpoint_exclude_scopes",
-            "trainable_scopes", "optimizer", "learning_rate", "warmup_steps",
-            "learning_rate_decay", "num_epochs_per_decay", "momentum", "rmsprop_epsilon",
-            "batch_size", "num_epochs", "max_steps", "mixed_precision", "xla",
-            "save_every_steps", "save_every_minutes", "keep_checkpoints", "summary_every_steps"]
-
-
-LOSS_SCALE_SCOPE = "mixed_precision"
-
-
-class Stop(Exception):
-    """A clear one-line reason to stop (exit code 2, no traceback)."""
-
-
-def resolve_settings():
-    """The run's settings: the preset's values, overridden by the flags given explicitly."""
-    settings = {name: FLAGS[name].value for name in SETTINGS}
-    for name, value in PRESETS[FLAGS.preset].items():
-        if not FLAGS[name].present:
-            settings[name] = value
-    if FLAGS["num_epochs"].present and not FLAGS["max_steps"].present:
-        settings["max_steps"] = None  # an explicit --num_epochs beats the preset's step count
-    return settings
+flags.DEFINE_integer("save_every_steps", R["save_every_steps"], "Checkpoint every N steps." +
+                     help_("save_every_steps"), lower_bound=1)
+flags.DEFINE_float("save_every_minutes", R["save_every_minutes"], "... and at least every N "
+                   "minutes.")
+flags.DEFINE_integer("keep_checkpoints", R["keep_checkpoints"], "Checkpoints kept in "
+                     "--train_dir (counted across resumes).", lower_bound=1)
+flags.DEFINE_integer("summary_every_steps", R["summary_every_steps"], "TensorBoard summaries "
+                     "every N steps." + help_("summary_every_steps"), lower_bound=1)
+# (name, low, high, ends included): a value outside is refused at parse time, with NaN.
+for name, low, high, ends in [
+        ("depth_multiplier", 0, 4, "(]"), ("aux_loss_weight", 0, 10, "[]"),
+        ("weight_decay", 0, 1, "[]"), ("batch_norm_decay", 0, 1, "()"),
+        ("dropout_keep_prob", 0, 1, "(]"), ("learning_rate", 0, None, "(]"),
+        ("num_epochs_per_decay", 0, None, "(]"), ("momentum", 0, 1, "[)"),
+        ("rmsprop_epsilon", 0, None, "(]"), ("num_epochs", 0, None, "(]"),
+        ("clip_gradient_norm", 0, None, "[]"), ("probe_learning_rate", 0, 1, "(]"),
+        ("min_crop_area", 0, 1, "(]"), ("hue_jitter", 0, 0.5, "[]"),
+        ("save_every_minutes", 0, None, "(]")]:
+    cli.check_range(name, low, high, ends[0] == "[", ends[1] == "]")
+flags.register_validator("devices", lambda names: all(
+    training.DEVICE.match(name.strip()) for name in names or ()),
+    "--devices takes devices like /gpu:0,/gpu:1 or /cpu:0,/cpu:1")
+cli.deprecated_alias("checkpoint_path", "warm_start")
+# Where this run writes, fetches and runs, not how it trains: not part of train_config.json
+# (a run resumes on another number of devices).
+NOT_SETTINGS = ("train_dir", "imagenet_url", "pretrained_dir", "distribute", "devices")
 
 
-def count_train_images(records_dir):
-    manifest = harrison.load_manifest(records_dir)
-    try:
-        return int(manifest["splits"]["train"]["images"])
-    except (KeyError, TypeError, ValueError):
-        raise Stop(f"{records_dir}/manifest.json has no splits.train.images count") from None
-
-
-def prepare_train_dir(train_dir, config, vocab):
-    """Checks that train_dir holds nothing of another model, then writes vocab.txt and
-    train_config.json (atomically) so evaluation needs only the train_dir."""
-    tagging.check_train_dir(train_dir, config, vocab)
-    os.makedirs(train_dir, exist_ok=True)
-    harrison.write_vocab(os.path.join(train_dir, tagging.VOCAB_NAME), vocab)
-    atomic.write_text(os.path.join(train_dir, tagging.CONFIG_NAME),
-                               json.dumps(config, indent=2, sort_keys=True) + "\n")
-
-
-def checkpoint_step(checkpoint):
-    return int(tf.train.load_checkpoint(checkpoint).get_tensor("global_step"))
-
-
-def build_resume_saver(checkpoint):
-    """A Saver restoring every variable of the graph from `checkpoint`. Only the loss-scale
-    state may be absent (a run started without mixed precision, e.g. on a CPU); anything else
-    missing or reshaped means the train_dir holds another model: a Stop."""
-    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
-    restore, problems = {}, []
-    for variable in tf.global_variables():
-        name = variable.op.name
-        if name not in shapes:
-            if not name.startswith(LOSS_SCALE_SCOPE + "/"):
-                problems.append(f"{name} is missing")
-        elif list(shapes[name]) != variable.shape.as_list():
-            problems.append(f"{name} has shape {list(shapes[name])}, "
-                            f"not {variable.shape.as_list()}")
-        else:
-            restore[name] = variable
-    if problems:
-        raise Stop(f"cannot resume from {checkpoint}: {problems[0]} ({len(problems)} variables "
-                   "differ; was it written with other settings, e.g. --trainable_scopes? use a "
-                   "new --train_dir)")
-    return tf.train.Saver(var_list=restore)
-
-
-def session_config(mixed_precision, gpu, xla):
-    config = tf.ConfigProto()
-    config.gpu_options.allow_growth = True
-    if mixed_precision:
-        # Grappler's auto mixed precision pass rewrites the graph to float16 compute with float32
-        # variables on GPUs; without one, its CPU variant emulates float16 (for testing).
-        options = config.graph_options.rewrite_options
-        if gpu:
-            options.auto_mixed_precision = rewriter_config_pb2.RewriterConfig.ON
-        else:
-            options.auto_mixed_precision_cpu = rewriter_config_pb2.RewriterConfig.ON
-    if xla:
-        config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
-    return config
-
-
-def build_training(settings, images, labels, num_tags, total_steps, steps_per_epoch,
-                   mixed_precision):
-    """The training graph on (images, labels): model, loss, learning rate, optimizer, train op.
-    Returns a dict of the tensors the loop runs. Shared with bench/bench_train.py."""
-    global_step = tf.train.get_or_create_global_step()
-    logits, end_points = tagging.build_logits(
-        images, num_tags, settings["backbone"], settings["depth_multiplier"], is_training=True,
-        weight_decay=settings["weight_decay"], batch_norm_decay=settings["batch_norm_decay"],
-        dropout_keep_prob=settings["dropout_keep_prob"],
-        aux_logits=tagging.uses_aux_logits(settings["backbone"], settings["image_size"], True,
-                                           settings["aux_loss_weight"]))
-    loss, parts = tagging.total_loss(logits, end_points, labels, settings["loss"],
-                                     settings["aux_loss_weight"])
-    learning_rate = tagging.learning_rate_schedule(
-        global_step, settings["learning_rate"], total_steps, settings["warmup_steps"],
-        settings["learning_rate_decay"],
-        decay_steps=int(settings["num_epochs_per_decay"] * steps_per_epoch))
-    optimizer = tagging.make_optimizer(settings["optimizer"], learning_rate,
-                                       momentum=settings["momentum"],
-                                       epsilon=settings["rmsprop_epsilon"])
-    if mixed_precision:
-        # Scales the loss up before the float16 backward pass (and the gradients back down);
-        # a step with overflowing gradients is skipped and the scale lowered.
-        # Its state lives under LOSS_SCALE_SCOPE, so runs can resume across GPU and CPU.
-        with tf.variable_scope(LOSS_SCALE_SCOPE):
-            optimizer = tf.train.experimental.MixedPrecisionLossScaleOptimizer(optimizer,
-                                                                               "dynamic")
-    # Batch-norm moving averages update with every step, as in slim's training.
-    trainable = tagging.variables_to_train(settings["trainable_scopes"])
-    with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
-        train_op = optimizer.minimize(loss, global_step, var_list=trainable)
-    with tf.control_dependencies([train_op]):  # the step count after this step's update
-        step_after = tf.identity(global_step.read_value())
-    precision = tagging.precision_at_1(logits, labels)
-    for name, value in [("loss/total", loss), ("loss/tags", parts["tags"]),
-                        ("loss/aux", parts["aux"]), ("loss/regularization", parts["reg"]),
-                        ("learning_rate", learning_rate), ("precision_at_1/batch", precision)]:
-        tf.summary.scalar(name, value)
-    return {"train_op": train_op, "loss": loss, "global_step": step_after,
-            "learning_rate": learning_rate, "summaries": tf.summary.merge_all()}
+def read_settings():
+    """This script's flags as the run's settings, the preset filling the ones not given."""
+    script_flags = FLAGS.get_flags_for_module(FLAGS.find_module_defining_flag("preset"))
+    values = {f.name: f.value for f in script_flags if f.name not in NOT_SETTINGS}
+    given = {name for name in values if FLAGS[name].present}
+    return training.resolve_settings(values, given, FLAGS.preset)
 
 
 def main(argv):
-    del argv
-    settings = resolve_settings()
-    train_dir = FLAGS.train_dir
+    if len(argv) > 1:
+        raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    settings = read_settings()
+    records = settings["records_dir"]
+    vocab = harrison.load_records_vocab(records)
+    images = {split: harrison.split_images(records, split) for split in ("train", "val")}
+    if not images["train"]:
+        raise cli.UserError(f"{records}/manifest.json counts no train images")
+    train_counts = pipeline.tag_counts(records, vocab)
+    prior_biases = model.prior_biases(train_counts, images["train"], settings["loss"])
     tf.disable_eager_execution()
+    steps_per_epoch, total_steps = training.schedule_length(settings, images["train"])
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    mixed_precision = {"auto": gpus > 0, "on": True, "off": False}[settings["mixed_precision"]]
+    distribution = training.Distribution(FLAGS.distribute, FLAGS.devices, gpus)
+    distribution.check_batch(settings["batch_size"])
+    config = dict(settings, num_tags=len(vocab), train_images=images["train"],
+                  total_steps=total_steps, records_dir=os.path.abspath(records))
+    with claim_train_dir(config, vocab, distribution.chief) as write_dir:
+        train_dir.remove_partial_checkpoints(write_dir)
+        latest = train_dir.latest_checkpoint(FLAGS.train_dir)
+        start_step = train_dir.checkpoint_step(latest) if latest else 0
+        if start_step >= total_steps:
+            print(f"{FLAGS.train_dir} is already trained to step {start_step} (of "
+                  f"{total_steps}); raise --max_steps or --num_epochs to train further")
+            return
+        validator = (validation.Validator(config, records, train_counts, FLAGS.train_dir)
+                     if images["val"] and distribution.chief else None)
+        pretrained, probe_head = None, None
+        if latest is None and settings["warm_start"]:
+            pretrained = warm_start.checkpoint_for(settings["warm_start"], FLAGS.imagenet_url,
+                                                   FLAGS.pretrained_dir)
+            if settings["probe_epochs"]:
+                probe_head = run_linear_probe(settings, config, pretrained, prior_biases,
+                                              images, distribution)
+        # From here on, Ctrl-C and SIGTERM let the step under way finish, save and stop.
+        with training.StopRequest() as stop:
+            run = training.build_run(settings, len(vocab), total_steps, steps_per_epoch,
+                                     start_step, mixed_precision, prior_biases,
+                                     resume_from=latest, warm_start_from=pretrained,
+                                     head_from=probe_head, distribution=distribution)
+            session = tf.Session(distribution.target, graph=run["graph"],
+                                 config=training.session_config(mixed_precision, gpus > 0,
+                                                                settings["xla"], distribution))
+            print(run["initialize"](session))
+            print(f"training {settings['backbone']} x{settings['depth_multiplier']} on "
+                  f"{images['train']} images, {len(vocab)} tags, {settings['image_size']}px, "
+                  f"batch {settings['batch_size']}, steps {start_step}->{total_steps}, mixed "
+                  f"precision {'on' if mixed_precision else 'off'}, XLA "
+                  f"{'on' if settings['xla'] else 'off'}, {distribution.describe()}")
+            train_loop(run, session, settings, start_step, total_steps, stop, validator,
+                       write_dir, distribution, probe_done=probe_head is not None)
+        if validator:
+            validator.close()
+    if stop.requested:
+        sys.exit(130)
 
-    # ------------------------------------------------------------------ data and train_dir
-    vocab = harrison.load_records_vocab(settings["records_dir"])
-    num_tags = len(vocab)
-    train_images = count_train_images(settings["records_dir"])
-    steps_per_epoch = max(1, train_images // settings["batch_size"])
-    total_steps = settings["max_steps"] or math.ceil(settings["num_epochs"] * steps_per_epoch)
-    gpu = bool(tf.config.list_physical_devices("GPU"))
-    mixed_precision = {"auto": gpu, "on": True, "off": False}[settings["mixed_precision"]]
-    config = dict(settings, num_tags=num_tags, train_images=train_images,
-                  total_steps=total_steps, records_dir=os.path.abspath(settings["records_dir"]))
-    prepare_train_dir(train_dir, config, vocab)
 
-    latest = tf.train.latest_checkpoint(train_dir)
-    start_step = checkpoint_step(latest) if latest else 0
-    if start_step >= total_steps:
-        print(f"{train_dir} is already trained to step {start_step} (of {total_steps}); "
-              "raise --max_steps or --num_epochs to train further")
+@contextlib.contextmanager
+def claim_train_dir(config, vocab, chief=True):
+    """The folder this process writes: --train_dir, prepared and locked for this run. A
+    multi-worker run's other workers only read --train_dir (the chief's, on storage they
+    share): they check it and write their copies of the checkpoints, which saving needs from
+    every worker, to a temporary folder, removed at the end."""
+    if chief:
+        with train_dir.exclusive(FLAGS.train_dir):  # a refused second run touches nothing
+            train_dir.prepare(FLAGS.train_dir, config, vocab)
+            yield FLAGS.train_dir
         return
+    train_dir.check_compatible(FLAGS.train_dir, config, vocab)
+    with tempfile.TemporaryDirectory(prefix="train-worker-") as folder:
+        yield folder
 
-    # ------------------------------------------------------------------ graph
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.set_random_seed(settings["seed"])
-        # A resumed run draws a new data order (seed + step) instead of replaying the first one.
-        dataset = data_input.train_dataset(
-            settings["records_dir"], settings["image_size"], settings["batch_size"], num_tags,
-            seed=settings["seed"] + start_step, shuffle_buffer=settings["shuffle_buffer"])
-        images, labels = tf.data.make_one_shot_iterator(dataset).get_next()
-        model = build_training(settings, images, labels, num_tags, total_steps, steps_per_epoch,
-                               mixed_precision)
-        saver = tf.train.Saver(max_to_keep=settings["keep_checkpoints"])
-        resume_saver = build_resume_saver(latest) if latest else None
-        restore_pretrained = None
-        if latest is None and settings["checkpoint_path"]:
-            checkpoint = warm_start.resolve(settings["checkpoint_path"], FLAGS.imagenet_url,
-                                            FLAGS.pretrained_dir)
-            restore_pretrained, report = warm_start.build_restorer(
-                checkpoint, settings["checkpoint_exclude_scopes"])
-        images_per_second = tf.placeholder(tf.float32, [])
-        speed_summary = tf.summary.scalar("images_per_second", images_per_second,
-                                          collections=[])
-        initialize = tf.global_variables_initializer()
-        graph.finalize()
 
-    # ------------------------------------------------------------------ init: resume / warm start
-    session = tf.Session(graph=graph, config=session_config(mixed_precision, gpu,
-                                                            settings["xla"]))
-    session.run(initialize)
-    if latest:
-        resume_saver.restore(session, latest)
-        print(f"resuming from {latest} (step {start_step})")
-    elif restore_pretrained:
-        restore_pretrained(session)
-        print(f"warm start from {report['checkpoint']}: restored {report['restored']} variables, "
-              f"left {report['excluded']} under {settings['checkpoint_exclude_scopes']} "
-              "initialized")
-    else:
-        logging.warning("no --checkpoint_path: training from scratch (random initialization); "
-                        "--checkpoint_path=imagenet fine-tunes the ImageNet InceptionV3")
-    print(f"training {settings['backbone']} x{settings['depth_multiplier']} on {train_images} "
-          f"images, {num_tags} tags, {settings['image_size']}px, batch {settings['batch_size']}, "
-          f"steps {start_step}->{total_steps}, mixed precision {'on' if mixed_precision else 'off'}"
-          f", XLA {'on' if settings['xla'] else 'off'}")
+def run_linear_probe(settings, config, pretrained, prior_biases, images, distribution):
+    """Stage 1: the tag head fitted on the frozen backbone's cached features (resumable: the
+    features are cached in chunks); returns the head's checkpoint. One process's work: a
+    multi-worker run starts after it."""
+    if distribution.mode == "multi_worker":
+        raise cli.UserError("--distribute=multi_worker runs stage 2 (fine-tuning) only: run the "
+                            "linear probe on one machine first (the same command with "
+                            "--distribute=none --max_steps=1), or add --probe_epochs=0")
+    def restore():
+        return warm_start.build_restorer(pretrained, settings["checkpoint_exclude_scopes"])[0]
 
-    # ------------------------------------------------------------------ loop
-    writer = tf.summary.FileWriter(train_dir, graph=graph if start_step == 0 else None)
-    prefix = os.path.join(train_dir, tagging.CHECKPOINT_BASENAME)
-    step, saved_step, saved_at = start_step, start_step, time.time()
+    def score(scores, labels):
+        return metrics.evaluate(scores, labels, (1,))[validation.METRIC]
 
-    def save():
-        nonlocal saved_step, saved_at
-        saver.save(session, prefix, global_step=step, write_meta_graph=False)
-        saved_step, saved_at = step, time.time()
+    train = linear_probe.cache_features(FLAGS.train_dir, config, settings["records_dir"],
+                                        "train", images["train"], restore)
+    val = (linear_probe.cache_features(FLAGS.train_dir, config, settings["records_dir"], "val",
+                                       images["val"], restore) if images["val"] else train)
+    head, value, epoch = linear_probe.train_head(
+        FLAGS.train_dir, config, train, val, prior_biases, settings["probe_epochs"],
+        settings["probe_learning_rate"], settings["weight_decay"], score, settings["seed"])
+    print(f"linear probe: {validation.METRIC} {100 * value:.2f} on the "
+          f"{'val' if images['val'] else 'train'} features at epoch {epoch} of "
+          f"{settings['probe_epochs']} -> {head}")
+    return head
+
+
+def train_loop(run, session, settings, start_step, total_steps, stop, validator, write_dir,
+               distribution, probe_done=False):
+    """Runs steps to total_steps (or until `stop` is requested), saving (and scoring the val
+    split) on schedule, and saves the last step, in `write_dir`. With `probe_done`, step 0 (the
+    warm-start backbone and the probed head) is saved and scored first: the linear probe's own
+    result. The workers of a multi-worker run save together (saving reads every worker's
+    batch-norm statistics), so there only --save_every_steps says when."""
+    writer = tf.summary.FileWriter(write_dir, graph=run["graph"] if start_step == 0 else None)
+    checkpoints = training.Checkpoints(run["saver"], session, write_dir)
+    save_every_minutes = (float("inf") if distribution.mode == "multi_worker"
+                          else settings["save_every_minutes"])
+
+    def save(step, what="model"):
+        if checkpoints.save(step) and validator:
+            if validator(checkpoints.prefix(step), step, writer, what)["improved"]:
+                checkpoints.keep_best(step)
         writer.flush()
 
-    window_start, window_images = None, 0
+    if probe_done:
+        save(0, "linear probe")
+    speed = training.Speedometer(settings["batch_size"])
+    step, loss = start_step, None
     with tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
               desc="train") as bar:
-        try:
-            while step < total_steps:
-                want_summary = (step + 1) % settings["summary_every_steps"] == 0
-                fetches = {"train": model["train_op"], "loss": model["loss"],
-                           "step": model["global_step"]}
-                if want_summary:
-                    fetches["summaries"] = model["summaries"]
-                result = session.run(fetches)
-                if not np.isfinite(result["loss"]):
-                    bar.close()
-                    kept = (f"is model.ckpt-{saved_step}" if saved_step > start_step or latest
-                            else "was not written yet")
-                    raise Stop(f"loss is {result['loss']} at step {step + 1}: stopped without "
-                               f"saving; the last good checkpoint in {train_dir} {kept}. Lower "
-                               "--learning_rate (or add --warmup_steps) and re-run to resume")
-                # The global step does not advance when mixed precision skips an overflowing
-                # step (its loss scale is then lowered).
-                bar.update(result["step"] - step)
-                step = result["step"]
-                if window_start is None:  # the first step includes graph optimization: untimed
-                    window_start = time.time()
-                else:
-                    window_images += settings["batch_size"]
-                    speed = window_images / max(time.time() - window_start, 1e-9)
-                    bar.set_postfix(loss=f"{result['loss']:.4f}", img_s=f"{speed:.1f}")
-                if want_summary:
-                    writer.add_summary(result["summaries"], step)
-                    if window_images:
-                        speed_event = session.run(speed_summary, {images_per_second: speed})
-                        writer.add_summary(speed_event, step)
-                        window_start, window_images = time.time(), 0
-                due = (step % settings["save_every_steps"] == 0
-                       or time.time() - saved_at >= 60 * settings["save_every_minutes"])
-                if due and step != saved_step:
-                    save()
-        except KeyboardInterrupt:  # Ctrl-C / notebook interrupt: keep the work done so far
-            bar.close()
-            if step != saved_step:
-                save()
-            print(f"interrupted at step {step}; saved {prefix}-{step}: re-run the same command "
-                  "to resume")
-            return
-    if saved_step != step:
-        save()
+        while step < total_steps and not stop.requested:
+            want_summary = (step + 1) % settings["summary_every_steps"] == 0
+            fetches = {"train": run["train_op"], "loss": run["loss"], "step": run["global_step"]}
+            if want_summary:
+                fetches["summaries"] = run["summaries"]
+            result = session.run(fetches)
+            loss = result["loss"]
+            if not np.isfinite(loss):
+                bar.close()
+                raise cli.UserError(
+                    f"loss is {loss} at step {step + 1}: stopped without saving; "
+                    f"{checkpoints.describe_last()}. Lower --learning_rate (or add "
+                    "--warmup_steps) and re-run to resume")
+            # The global step does not advance when mixed precision skips an overflowing step.
+            bar.update(result["step"] - step)
+            step = result["step"]
+            images_per_second = speed.tick()
+            if images_per_second:
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{images_per_second:.1f}")
+            if want_summary:
+                writer.add_summary(result["summaries"], step)
+                writer.add_summary(speed.summary(), step)
+            if checkpoints.due(step, settings["save_every_steps"], save_every_minutes):
+                save(step)
+    if step > start_step:
+        save(step)
     writer.close()
-    print(f"saved {prefix}-{step}; last loss {result['loss']:.4f}")
-
-
-def run(argv):
-    try:
-        main(argv)
-    except (Stop, harrison.FormatError, data_input.InputError, tagging.TrainDirError,
-            warm_start.WarmStartError) as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    if stop.requested:
+        print(f"{stop.requested}: stopped at step {step}; {checkpoints.describe_last()}. "
+              "Re-run the same command to resume")
+    elif loss is not None:
+        saved = checkpoints.prefix(step) if distribution.chief else f"step {step} (by the chief)"
+        print(f"saved {saved}; last loss {loss:.4f}")
 
 
 if __name__ == "__main__":
-    app.run(run)
+    cli.run(main)

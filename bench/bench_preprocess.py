@@ -6,7 +6,7 @@ path (real files, real decoding), and the two entries that are corrupt in the re
 written truncated. It is cached under --standin_dir.
 
 Printed figures, measured in the same run:
-- floor: the same decode + resize + encode (data.images.convert_image) in a plain single-process
+- floor: the same decode + resize + encode (data.image_files.convert_image) in a plain single-process
   loop, in images/s, times the number of cores. It is sampled before, during and after the run:
   every --sample_every seconds preprocess.py is frozen (SIGSTOP), the floor measured, and
   preprocess.py resumed, so both see the same background load of a shared machine;
@@ -37,7 +37,7 @@ from PIL import Image, ImageFilter
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from data import atomic, build_records, harrison, images  # noqa: E402
+from data import atomic, build_records, harrison, image_files  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("lists_dir", os.path.join(REPO, "..", "shared", "harrison"),
@@ -47,7 +47,7 @@ flags.DEFINE_string("standin_dir", os.path.join(REPO, "work", "bench", "harrison
 flags.DEFINE_string("output_dir", os.path.join(REPO, "work", "bench", "records"),
                     "Where preprocess.py writes (removed afterwards unless --keep).")
 flags.DEFINE_integer("limit", 0, "Only the first N entries of the lists (0: all).")
-flags.DEFINE_integer("image_size", 299, "--image_size given to preprocess.py and the floor loop.")
+flags.DEFINE_integer("image_size", 299, "--shorter_side given to preprocess.py and the floor loop.")
 flags.DEFINE_integer("floor_images", 150, "Images converted by each floor measurement.")
 flags.DEFINE_float("sample_every", 10.0, "Seconds of preprocess.py between two floor samples.")
 flags.DEFINE_integer("workers", None, "Cores (default: all available).")
@@ -125,17 +125,17 @@ def floor_rate(root, count, image_size):
     paths, _ = harrison.read_lists(root)
     chosen = [os.path.join(root, p) for row, p in enumerate(paths[:count + 2])
               if row not in CORRUPT_ROWS][:count]
-    images.convert_image(chosen[0], image_size)  # warm the page cache and PIL
+    image_files.convert_image(chosen[0], image_size)  # warm the page cache and PIL
     start, cpu = time.perf_counter(), time.process_time()
     for path in chosen:
-        images.convert_image(path, image_size)
+        image_files.convert_image(path, image_size)
     return (len(chosen) / (time.perf_counter() - start),
             (time.process_time() - cpu) / len(chosen))
 
 
 def _convert_all(paths, image_size):
     for path in paths:
-        images.convert_image(path, image_size)
+        image_files.convert_image(path, image_size)
 
 
 def parallel_floor_rate(root, count, image_size, cores):
@@ -158,6 +158,28 @@ def parallel_floor_rate(root, count, image_size, cores):
 def _children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def report(entries, wall, cpu, cores, singles, sides, floor_cpus):
+    """Prints the run's figures against the floor samples."""
+    manifest = harrison.load_manifest(FLAGS.output_dir)
+    rate = entries / wall
+    single, side = float(np.mean(singles)), float(np.mean(sides))
+    floor = single * cores
+    print(f"\nentries {entries}, records {manifest['images']}, skipped {len(manifest['skipped'])} "
+          f"({manifest['skipped_by_reason']}), image_size {FLAGS.image_size}, cores {cores}, "
+          f"{len(singles)} floor samples, load average {os.getloadavg()[0]:.1f}")
+    print(f"floor: single-process loop {single:.1f} img/s (samples {min(singles):.0f}-"
+          f"{max(singles):.0f}) x {cores} cores = {floor:.1f} img/s")
+    print(f"preprocess.py: {entries} images in {wall:.1f} s (start-up included) = {rate:.1f} img/s "
+          f"-> {rate / floor:.2f} x floor (target >= 0.85)")
+    print(f"floor as {cores} plain loops side by side (the same number of busy processes as "
+          f"preprocess.py, so the same share of a shared machine): {side:.1f} img/s "
+          f"-> preprocess.py {rate / side:.2f} x that")
+    floor_cpu = float(np.mean(floor_cpus))
+    print(f"CPU per image: floor loop {1000 * floor_cpu:.2f} ms, preprocess.py (all processes, "
+          f"start-up included) {1000 * cpu / entries:.2f} ms -> floor/preprocess "
+          f"{floor_cpu * entries / cpu:.2f}")
 
 
 def main(argv):
@@ -183,7 +205,7 @@ def main(argv):
     sample_floor()
     shutil.rmtree(FLAGS.output_dir, ignore_errors=True)
     command = [sys.executable, os.path.join(REPO, "preprocess.py"), f"--dataset_dir={root}",
-               f"--output_dir={FLAGS.output_dir}", f"--image_size={FLAGS.image_size}",
+               f"--records_dir={FLAGS.output_dir}", f"--shorter_side={FLAGS.image_size}",
                f"--test_size={test_size}", f"--workers={cores}"]
     print("+", " ".join(command), flush=True)
     cpu_start = _children_cpu()
@@ -210,24 +232,7 @@ def main(argv):
     cpu = _children_cpu() - cpu_start - floor_children_cpu
     sample_floor()
 
-    manifest = harrison.load_manifest(FLAGS.output_dir)
-    rate = entries / wall
-    single, side = float(np.mean(singles)), float(np.mean(sides))
-    floor = single * cores
-    print(f"\nentries {entries}, records {manifest['images']}, skipped {len(manifest['skipped'])} "
-          f"({manifest['skipped_by_reason']}), image_size {FLAGS.image_size}, cores {cores}, "
-          f"{len(singles)} floor samples, load average {os.getloadavg()[0]:.1f}")
-    print(f"floor: single-process loop {single:.1f} img/s (samples {min(singles):.0f}-"
-          f"{max(singles):.0f}) x {cores} cores = {floor:.1f} img/s")
-    print(f"preprocess.py: {entries} images in {wall:.1f} s (start-up included) = {rate:.1f} img/s "
-          f"-> {rate / floor:.2f} x floor (target >= 0.85)")
-    print(f"floor as {cores} plain loops side by side (the same number of busy processes as "
-          f"preprocess.py, so the same share of a shared machine): {side:.1f} img/s "
-          f"-> preprocess.py {rate / side:.2f} x that")
-    floor_cpu = float(np.mean(floor_cpus))
-    print(f"CPU per image: floor loop {1000 * floor_cpu:.2f} ms, preprocess.py (all processes, "
-          f"start-up included) {1000 * cpu / entries:.2f} ms -> floor/preprocess "
-          f"{floor_cpu * entries / cpu:.2f}")
+    report(entries, wall, cpu, cores, singles, sides, floor_cpus)
     if not FLAGS.keep:
         shutil.rmtree(FLAGS.output_dir, ignore_errors=True)
 

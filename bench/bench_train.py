@@ -5,12 +5,12 @@
 
 Three contenders train the same model size on the same data, each in a fresh subprocess, one
 after the other (so they never share the CPU):
-- floor: train.py's training graph (nets/tagging.py model + loss + RMSProp) fed one constant,
+- floor: train.py's training graph (nets/training.py model + loss + RMSProp) fed one constant,
   in-memory batch: the model's own speed, no input pipeline at all;
 - train.py: the real script on TFRecords of HARRISON-sized JPEGs (decode, inception
   augmentation, shuffle, prefetch), its images/s read from its TensorBoard summaries;
 - keras: `keras.applications.InceptionV3` (weights=None) + a 997-way sigmoid head,
-  `model.fit` on the same tf.data pipeline (data/input.py), binary cross-entropy, RMSProp.
+  `model.fit` on the same tf.data pipeline (data/pipeline.py), binary cross-entropy, RMSProp.
 Each is timed over --steps steps after --warmup steps, in --rounds interleaved rounds, keeping
 each contender's best round (other processes on a shared machine only ever slow one down).
 Targets: train.py >= 0.95 x floor (the
@@ -59,22 +59,21 @@ def write_bench_records(records_dir, images=64, size=(480, 360), seed=0):
 def run_floor(args):
     """train.py's graph on a constant batch; returns images/s."""
     import numpy as np
-    from absl import flags
+    import tensorflow.compat.v1 as tf
 
-    import train
-    tf = train.tf
-    flags.FLAGS(["train.py"])  # the default (gpu) recipe, sized by the bench's arguments
-    settings = dict(train.resolve_settings(), image_size=args.image_size,
-                    depth_multiplier=args.depth_multiplier, batch_size=args.batch_size)
+    from nets import training
+    # The default (gpu) recipe, sized by the bench's arguments.
+    settings = training.recipe("gpu", image_size=args.image_size,
+                               depth_multiplier=args.depth_multiplier, batch_size=args.batch_size)
     rng = np.random.default_rng(0)
     with tf.Graph().as_default():
         images = tf.constant(rng.uniform(-1, 1, (args.batch_size, args.image_size,
                                                  args.image_size, 3)).astype(np.float32))
         labels = tf.constant((rng.uniform(size=(args.batch_size, NUM_TAGS)) < 0.005)
                              .astype(np.float32))
-        model = train.build_training(settings, images, labels, NUM_TAGS, 1000, 100,
-                                     mixed_precision=False)
-        with tf.Session(config=train.session_config(False, False, False)) as session:
+        model = training.build_training(settings, images, labels, NUM_TAGS, 1000, 100,
+                                        mixed_precision=False)
+        with tf.Session(config=training.session_config(False, False, False)) as session:
             session.run(tf.global_variables_initializer())
             for _ in range(args.warmup):
                 session.run(model["train_op"])
@@ -112,18 +111,18 @@ def run_train_py(args, records_dir):
 
 
 def run_keras(args, records_dir):
-    """keras.applications.InceptionV3 + sigmoid head, model.fit on data/input.py's pipeline."""
+    """keras.applications.InceptionV3 + sigmoid head, model.fit on data/pipeline.py's input."""
     import keras
 
-    from data import input as data_input
+    from data import pipeline
     backbone = keras.applications.InceptionV3(
         weights=None, include_top=False, pooling="avg",
         input_shape=(args.image_size, args.image_size, 3))
     model = keras.Sequential([backbone, keras.layers.Dense(NUM_TAGS, activation="sigmoid")])
     model.compile(optimizer=keras.optimizers.RMSprop(0.01, rho=0.9, momentum=0.9, epsilon=1.0),
                   loss="binary_crossentropy")
-    dataset = data_input.train_dataset(records_dir, args.image_size, args.batch_size, NUM_TAGS,
-                                       shuffle_buffer=64)
+    dataset = pipeline.train_dataset(records_dir, args.image_size, args.batch_size, NUM_TAGS,
+                                     shuffle_buffer=64)
 
     class Timer(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -1,12 +1,51 @@
-"""Atomic file writes, the one way every script writes its outputs.
+"""Atomic writes of files and folders, the one way every script writes its outputs.
 
-A file is written under a temporary name in its own folder and moved onto its real name with
-os.replace only once complete: an interrupted run never leaves half a file under the real name,
-and a rerun replaces each file whole.
+A file (or folder) is written under a temporary name beside its real one, and moved onto the
+real name only once complete: an interrupted run never leaves half an output under the real
+name, and a rerun replaces it whole. Temporary names are `.tmp-<name>-<pid>-...`, so a later
+run removes what a killed one left behind (`remove_leftovers`) without touching a live run's.
+`exclusive` keeps a second run off an output while one writes it.
 """
 import contextlib
+import ctypes
+import errno
+import fcntl
 import os
+import shutil
 import tempfile
+
+_RENAME_EXCHANGE = 2  # renameat2 flag (Linux 3.15+): swap two paths in one step
+
+
+def _temporary_prefix(path):
+    return f".tmp-{os.path.basename(os.path.abspath(path))}-"
+
+
+def remove_leftovers(path):
+    """Removes the temporaries of `path` that runs which are no longer alive left beside it."""
+    directory = os.path.dirname(os.path.abspath(path))
+    prefix = _temporary_prefix(path)
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            leftover = os.path.join(directory, name)
+            if os.path.isdir(leftover) and not os.path.islink(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(leftover)
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @contextlib.contextmanager
@@ -15,11 +54,10 @@ def atomic_path(path):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     suffix = os.path.splitext(path)[1]  # keeps savefig / PIL format detection working
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=directory)
+    handle, temporary = tempfile.mkstemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}-",
+                                         suffix=suffix, dir=directory)
     os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private
+    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would make outputs private
     try:
         yield temporary
         os.replace(temporary, path)
@@ -33,3 +71,74 @@ def write_text(path, text):
     with atomic_path(path) as temporary:
         with open(temporary, "w", encoding="utf-8", newline="") as stream:
             stream.write(text)
+
+
+def _exchange(first, second):
+    """Swaps two existing paths in one step; False where the OS cannot (then nothing moved)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd = -100
+    result = renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second),
+                       _RENAME_EXCHANGE)
+    return result == 0
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """Yields a new empty folder beside `path`; if the block succeeds, the folder replaces
+    `path` whole. Where the OS can swap two folders in one step (Linux), a kill at any moment
+    leaves the old or the new folder at `path`, never neither."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    remove_leftovers(path)
+    staging = tempfile.mkdtemp(prefix=f"{_temporary_prefix(path)}{os.getpid()}-", dir=parent)
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        yield staging
+        if not os.path.exists(path):
+            os.replace(staging, path)
+        elif not _exchange(staging, path):
+            aside = staging + "-old"
+            os.replace(path, aside)
+            os.replace(staging, path)
+            staging = aside
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive(path, busy):
+    """Holds an exclusive lock on the file `path` (created if need be) for the block. While one
+    process holds it, another that asks gets the exception `busy(holder)` at once (holder: "pid
+    N", or "another process"). The OS releases the lock when its process dies, so a killed run
+    never leaves it stuck. Yields True, or False on a file system without locks (some network
+    mounts), where the caller should warn that nothing keeps a second run out. The file stays
+    (removing it would let two runs lock two different files), emptied when the block ends."""
+    with open(path, "a+", encoding="utf-8") as stream:
+        locked = True
+        try:
+            fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            stream.seek(0)
+            raise busy(stream.read().strip() or "another process") from None
+        except OSError as error:
+            if error.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            locked = False
+        stream.seek(0)
+        stream.truncate()
+        stream.write(f"pid {os.getpid()}\n")
+        stream.flush()
+        try:
+            yield locked
+        finally:
+            stream.truncate(0)
+
+
+def _umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -17,6 +17,7 @@ import os
 import posixpath
 import unicodedata
 
+import cli
 from data import atomic
 
 DATA_LIST = "data_list.txt"
@@ -28,8 +29,8 @@ VOCAB_FILE = "vocab.txt"
 MANIFEST_FILE = "manifest.json"
 
 
-class FormatError(ValueError):
-    """Input that cannot be processed at all; the message is one line, ready for the user."""
+class FormatError(cli.UserError):
+    """Input that cannot be processed at all."""
 
 
 def _read_lines(path, what):
@@ -156,3 +157,11 @@ def load_records_vocab(records_dir):
     if not vocab or any(not tag or tag != tag.strip() for tag in vocab):
         raise FormatError(f"{path}: expected one non-empty tag per line")
     return vocab
+
+
+def split_images(records_dir, split):
+    """How many images a split of preprocess.py's output holds (manifest.json), None when the
+    manifest does not say."""
+    info = load_manifest(records_dir).get("splits", {}).get(split)
+    images = info.get("images") if isinstance(info, dict) else None
+    return images if isinstance(images, int) else None

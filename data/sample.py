@@ -15,8 +15,6 @@ Written exactly like HARRISON: data_list.txt, tag_list.txt (trailing space), voc
 import json
 import os
 import random
-import shutil
-import tempfile
 
 from PIL import Image, ImageDraw
 
@@ -213,30 +211,21 @@ def write_sample(root, num_images=DEFAULT_IMAGES, seed=0):
 def ensure_sample(sample_dir, num_images=DEFAULT_IMAGES, seed=0):
     """Path of the sample dataset (`<sample_dir>/HARRISON`), generated unless already there.
 
-    Generated in a temporary directory renamed into place, so concurrent or killed runs never
-    see half a dataset; an existing sample of other parameters is replaced.
+    Generated in a temporary directory that replaces `root` whole (data/atomic.py), so a killed
+    run never leaves half a dataset; an existing sample of other parameters is replaced.
     """
     root = os.path.join(sample_dir, "HARRISON")
+    # Also when the sample is there already: a run killed after swapping in a new sample left
+    # the old one beside it.
+    atomic.remove_leftovers(root)
     info = {"generator_version": GENERATOR_VERSION, "images": num_images, "seed": seed}
     info_path = os.path.join(root, "sample_info.json")
     if os.path.isfile(info_path):
         with open(info_path, encoding="utf-8") as handle:
             if json.load(handle) == info:
                 return root
-    os.makedirs(sample_dir, exist_ok=True)
-    temporary = tempfile.mkdtemp(prefix=".HARRISON-", dir=sample_dir)
-    try:
+    with atomic.atomic_dir(root) as temporary:
         write_sample(temporary, num_images, seed)
         with open(os.path.join(temporary, "sample_info.json"), "w", encoding="utf-8") as handle:
             json.dump(info, handle)
-        if os.path.isdir(root):  # an outdated sample: move it aside atomically, then delete it
-            stale = tempfile.mkdtemp(prefix=".stale-", dir=sample_dir)
-            os.replace(root, os.path.join(stale, "HARRISON"))
-            shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.replace(temporary, root)
-        except OSError:  # another process put an identical sample there first
-            pass
-    finally:
-        shutil.rmtree(temporary, ignore_errors=True)
     return root

@@ -158,8 +158,3 @@ def popularity_scores(train_tag_counts, num_images):
     if counts.ndim != 1:
         raise ValueError(f"train tag counts must be one count per tag, got shape {counts.shape}")
     return np.broadcast_to(counts, (int(num_images), counts.size))
-
-
-def tag_counts(labels):
-    """Number of images carrying each tag: int [T] (e.g. of the train split, for popularity)."""
-    return (np.asarray(labels) != 0).sum(axis=0).astype(np.int64)

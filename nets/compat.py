@@ -1,33 +1,31 @@
 """Makes tf-slim 1.1.0 (2020, its last release) work on TensorFlow 2.16 and newer.
 
-Every workaround the project needs lives here, each naming the breakage it covers. Import this
-module before `tf_slim`; `import_slim()` does both in the right order and is what the rest of the
-project calls. Each patch is applied only when the breakage is present, so the module is a no-op
-on a TensorFlow that still has what slim expects.
+Every workaround the project needs lives here, each naming the breakage it covers. Nothing is
+patched on import: `apply()` applies them, once per process (later calls do nothing), and logs
+which ones this TensorFlow needed at debug level. nets/model.py calls it before it builds slim
+layers, so every path to a slim network (scripts, tests, benchmarks) goes through it. Each
+workaround is applied only when its breakage is present, so `apply()` is a no-op on a
+TensorFlow that still has what slim expects.
 """
 import importlib
-import os
 import sys
 import warnings
 
-# TensorFlow's C++ INFO/WARNING logs bury the scripts' own output; users can still set
-# TF_CPP_MIN_LOG_LEVEL=0 to see them. (The few lines TF 2.20+ prints before absl's logging is
-# initialised ignore this variable.)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from absl import logging
 
-import tensorflow as tf  # noqa: E402
-from tensorflow.python.framework import ops  # noqa: E402
-
-APPLIED = []  # names of the workarounds this process needed, for logs and tests
+_applied = None  # the workarounds this process needed, once apply() has run
 
 
 def _restore_ops_tensor():
     # Breakage 1: TF 2.16 removed `tensorflow.python.framework.ops.Tensor` (the class now lives
     # at `tf.Tensor` only). slim uses `isinstance(x, ops.Tensor)` in learning.py (gradient
     # multipliers), layers/utils.py (constant_value) and layers/optimizers.py.
-    if not hasattr(ops, "Tensor"):
-        ops.Tensor = tf.Tensor
-        APPLIED.append("ops.Tensor")
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+    if hasattr(ops, "Tensor"):
+        return []
+    ops.Tensor = tf.Tensor
+    return ["ops.Tensor"]
 
 
 def _alias_legacy_tf_layers():
@@ -36,7 +34,7 @@ def _alias_legacy_tf_layers():
     # moved that package to `tf_keras.src.legacy_tf_layers`. Alias the old names to the new ones.
     try:
         importlib.import_module("tf_keras.legacy_tf_layers.normalization")
-        return
+        return []
     except ModuleNotFoundError as error:
         if error.name == "tf_keras":
             raise ImportError(
@@ -45,7 +43,7 @@ def _alias_legacy_tf_layers():
     for name in ("", ".base", ".core", ".convolutional", ".normalization", ".pooling"):
         sys.modules["tf_keras.legacy_tf_layers" + name] = importlib.import_module(
             "tf_keras.src.legacy_tf_layers" + name)
-    APPLIED.append("tf_keras.legacy_tf_layers")
+    return ["tf_keras.legacy_tf_layers"]
 
 
 def _quiet_v1_deprecation_notices():
@@ -57,12 +55,11 @@ def _quiet_v1_deprecation_notices():
     warnings.filterwarnings("ignore", message=r"`layer.apply` is deprecated")
 
 
-_restore_ops_tensor()
-_alias_legacy_tf_layers()
-_quiet_v1_deprecation_notices()
-
-
-def import_slim():
-    """Returns the `tf_slim` module, imported after the workarounds above."""
-    import tf_slim
-    return tf_slim
+def apply():
+    """Applies the workarounds this TensorFlow needs (once); returns their names."""
+    global _applied
+    if _applied is None:
+        _applied = _restore_ops_tensor() + _alias_legacy_tf_layers()
+        _quiet_v1_deprecation_notices()
+        logging.debug("tf-slim compat: applied %s", ", ".join(_applied) or "nothing (not needed)")
+    return list(_applied)

@@ -1,38 +1,51 @@
 """Warm start from a slim checkpoint: a checkpoint file, a folder holding one, or `imagenet`.
 
-`imagenet` downloads the TF-Slim ImageNet InceptionV3 archive once into a cache folder (with a
-progress bar, under a temporary name, then renamed), extracts it safely (no absolute paths, no
-`..`, no links, no devices: nothing lands outside the cache folder) and uses the checkpoint
-inside. Both checkpoint formats are accepted: the V1 single file of the official 2016 archive
+`imagenet` downloads the TF-Slim ImageNet InceptionV3 archive (or the one at --imagenet_url) once
+into a cache folder, with a progress bar. Each URL has its own cache entry (`cache_entry`), and
+nothing becomes an entry before it is checked: the download is complete (its Content-Length), it
+is a tar(.gz) archive that extracts safely (no absolute paths, no `..`, no links, no devices:
+nothing lands outside the cache folder), and it holds one checkpoint that TensorFlow reads, with
+every `.index` beside its `.data-*`. So an HTML page served with status 200, a download cut short
+or a half checkpoint is a one-line error that leaves the cache as it was. The official archive's
+size and SHA-256 are not pinned here: no published value of them could be verified. Both
+checkpoint formats are accepted: the V1 single file of the official 2016 archive
 (`inception_v3.ckpt`) and V2 prefixes (`model.ckpt-123` + `.index` + `.data-*`).
 
 Every model variable outside the excluded scopes must be in the checkpoint with the same shape;
 anything else is a WarmStartError naming the variables, never a half-restored model.
 """
+import contextlib
 import glob
+import gzip
+import hashlib
+import http.client
 import os
-import shutil
+import re
 import tarfile
-import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 
+import tensorflow.compat.v1 as tf
+import tf_slim as slim
 from absl import logging
 from tqdm import tqdm
 
-from nets import compat
-
-slim = compat.import_slim()
-import tensorflow.compat.v1 as tf  # noqa: E402
+import cli
+from data import atomic
+from nets import train_dir
 
 IMAGENET = "imagenet"
 IMAGENET_URL = "http://download.tensorflow.org/models/inception_v3_2016_08_28.tar.gz"
 # The official checkpoint's heads have 1001 ImageNet classes; ours have one logit per tag.
 DEFAULT_EXCLUDE_SCOPES = "InceptionV3/Logits,InceptionV3/AuxLogits"
+_STAGING = re.compile(r"^\.tmp-(.+-[0-9a-f]{12})-\d+-")  # atomic.py's name for an entry's staging
+_OLD_PART = re.compile(r"\.part-(\d+)$")  # older versions downloaded to <archive>.part-<pid>
 
 
-class WarmStartError(ValueError):
-    """A checkpoint that cannot be found, fetched or restored (a one-line message)."""
+class WarmStartError(cli.UserError):
+    """A checkpoint that cannot be found, fetched or restored."""
 
 
 def _split_scopes(scopes):
@@ -43,7 +56,7 @@ def find_checkpoint(path):
     """The checkpoint to read for `path`: a V1 checkpoint file, a V2 prefix (or one of its
     files), or a folder holding exactly one checkpoint (or a `checkpoint` index file)."""
     if os.path.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
+        latest = train_dir.latest_checkpoint(path)  # a train_dir of ours: its newest checkpoint
         if latest:
             return latest
         pattern = os.path.join(glob.escape(path), "*")
@@ -55,7 +68,7 @@ def find_checkpoint(path):
             raise WarmStartError(f"no checkpoint in folder {path}")
         raise WarmStartError(f"{len(candidates)} checkpoints in folder {path} "
                              f"({', '.join(os.path.basename(c) for c in candidates[:3])}...): "
-                             "give one of them to --checkpoint_path")
+                             "give one of them to --warm_start")
     if os.path.isfile(path + ".index"):
         return path
     if path.endswith(".index") and os.path.isfile(path):
@@ -68,32 +81,49 @@ def find_checkpoint(path):
                          f"holding one, or {IMAGENET!r})")
 
 
-def _download(url, path):
-    """Downloads `url` to `path` with a progress bar; `path` appears only when complete."""
-    partial = f"{path}.part-{os.getpid()}"
+def _archive_name(url):
+    return os.path.basename(urllib.parse.urlsplit(url).path)
+
+
+def cache_entry(url, cache_dir):
+    """The cache folder of the archive at `url`: a readable stem and a hash of the whole URL, so
+    what one URL served is never used for another."""
+    stem = re.sub(r"\.(tar\.gz|tgz|tar)$", "", _archive_name(url))
+    # Leading dots would hide the folder, and could make it look like an atomic.py temporary.
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).lstrip(".")[:60] or "checkpoint"
+    return os.path.join(cache_dir, f"{stem}-{hashlib.sha256(url.encode()).hexdigest()[:12]}")
+
+
+def _content_length(response):
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
+        length = int(response.headers.get("Content-Length") or 0)
+    except ValueError:
+        return None
+    return length if length > 0 else None
+
+
+def _download(url, path):
+    """Downloads `url` into the file `path` with a progress bar; WarmStartError when the server
+    fails, or sends fewer bytes than it announced."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(path, "wb") as out:
+            total = _content_length(response)
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=f"downloading {os.path.basename(path)}", dynamic_ncols=True) as bar:
+                      desc=f"downloading {_archive_name(url)}", dynamic_ncols=True) as bar:
                 received = 0
                 while True:
-                    chunk = response.read(1 << 20)
+                    chunk = response.read1(1 << 20)  # what has arrived: a stall shows
                     if not chunk:
                         break
                     out.write(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
-        if total is not None and received != total:
-            raise WarmStartError(f"download of {url} stopped after {received} of {total} bytes")
-        os.replace(partial, path)
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
         reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
         raise WarmStartError(f"cannot download {url}: {reason} (set --imagenet_url to a mirror, "
-                             "or give a downloaded checkpoint to --checkpoint_path)") from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+                             "or give a downloaded checkpoint to --warm_start)") from None
+    if total is not None and received != total:
+        raise WarmStartError(f"download of {url} stopped after {received} of {total} bytes")
 
 
 def _check_member(member):
@@ -108,10 +138,39 @@ def _check_member(member):
         raise WarmStartError(f"archive holds a special file {name!r}; refusing it")
 
 
-def safe_extract(archive, folder):
-    """Extracts a tar(.gz) archive into `folder`, refusing any member that could escape it."""
+def _what_it_holds(archive):
+    """What a file that is not a tar archive looks like, for the error message: an HTML page
+    served in place of the archive shows as "starts with '<!DOCTYPE html'"."""
+    if isinstance(archive, (str, os.PathLike)):
+        with open(archive, "rb") as stream:
+            head = stream.read(64)
+    else:
+        archive.seek(0)
+        head = archive.read(64)
+    if not head:
+        return "it is empty"
+    if head.startswith(b"\x1f\x8b"):
+        return "gzip data without a tar archive inside"
+    first_line = head.lstrip().split(b"\n", 1)[0][:20] or head[:20]
+    return f"starts with {first_line.decode('latin-1')!r}"
+
+
+def _open_tar(archive, source):
     try:
-        with tarfile.open(archive, "r:*") as tar:
+        if isinstance(archive, (str, os.PathLike)):
+            return tarfile.open(archive, "r:*")
+        return tarfile.open(fileobj=archive, mode="r:*")
+    except tarfile.ReadError:  # its message lists every compression tried, one line each
+        raise WarmStartError(f"{source} is not a tar archive ({_what_it_holds(archive)})") \
+            from None
+
+
+def safe_extract(archive, folder, source=None):
+    """Extracts a tar(.gz) archive (a path or an open binary file) into `folder`, refusing any
+    member that could escape it. `source` names the archive in errors (default: its path)."""
+    source = source or str(getattr(archive, "name", archive))
+    try:
+        with _open_tar(archive, source) as tar:
             members = tar.getmembers()
             for member in members:
                 _check_member(member)
@@ -119,44 +178,85 @@ def safe_extract(archive, folder):
                 tar.extractall(folder, members=members, filter="data")
             else:
                 tar.extractall(folder, members=members)
-    except (tarfile.TarError, EOFError, OSError) as error:
-        raise WarmStartError(f"cannot extract {archive}: {error}") from None
+    except (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise WarmStartError(f"{source} is truncated or corrupt ({cli.first_line(error)})") \
+            from None
+    except (tarfile.TarError, OSError) as error:
+        raise WarmStartError(f"cannot extract {source}: {cli.first_line(error)}") from None
+
+
+def _whole_checkpoint(folder, source):
+    """The checkpoint in `folder` (an extracted archive or a cache entry) once it is known to be
+    whole: every `.index` has its `.data-*` and reads, and the checkpoint holds a variable.
+    WarmStartError naming `source` otherwise."""
+    for index in glob.glob(os.path.join(glob.escape(folder), "*.index")):
+        prefix = index[:-len(".index")]
+        name = os.path.basename(prefix)
+        if not glob.glob(glob.escape(prefix) + ".data-*"):
+            raise WarmStartError(f"{source} holds an incomplete checkpoint: {name}.index "
+                                 f"without its {name}.data-* file")
+        reason = train_dir.damage(prefix)
+        if reason:
+            raise WarmStartError(f"{source} holds an unusable checkpoint {name}: {reason}")
+    try:
+        checkpoint = find_checkpoint(folder)
+    except cli.UserError:
+        found = ", ".join(sorted(os.listdir(folder))[:4]) or "nothing"
+        raise WarmStartError(f"{source} holds no single checkpoint (found: {found})") from None
+    try:
+        reader = tf.train.load_checkpoint(train_dir.tf_path(checkpoint))
+    except (tf.errors.OpError, ValueError) as error:
+        raise WarmStartError(f"{source} holds an unreadable checkpoint "
+                             f"{os.path.basename(checkpoint)}: {cli.first_line(error)}") from None
+    if not reader.get_variable_to_shape_map():
+        raise WarmStartError(f"{source} holds a checkpoint without variables")
+    return checkpoint
+
+
+def _remove_leftovers(cache_dir):
+    """Removes what killed runs left in the cache, whatever their URL (a live run's stay): the
+    atomic.py staging folders of downloads, and older versions' `<archive>.part-<pid>` files."""
+    entries = {match.group(1) for match in map(_STAGING.match, os.listdir(cache_dir)) if match}
+    for entry in entries:
+        atomic.remove_leftovers(os.path.join(cache_dir, entry))
+    for name in os.listdir(cache_dir):
+        old = _OLD_PART.search(name)
+        path = os.path.join(cache_dir, name)
+        if old and os.path.isfile(path) and not atomic.pid_alive(int(old.group(1))):
+            with contextlib.suppress(OSError):
+                os.remove(path)
 
 
 def download_imagenet(url=IMAGENET_URL, cache_dir="work/pretrained"):
-    """The checkpoint of the ImageNet archive at `url`, downloaded and extracted into cache_dir
-    on first use. A finished extraction is a folder named after the archive; partial downloads
-    and extractions live under temporary names, so a killed run leaves nothing half-made."""
-    name = os.path.basename(url.split("?")[0]) or "checkpoint.tar.gz"
-    stem = name[:-len(".tar.gz")] if name.endswith(".tar.gz") else os.path.splitext(name)[0]
-    target = os.path.join(cache_dir, stem)
-    if os.path.isdir(target):
-        return find_checkpoint(target)
-    os.makedirs(cache_dir, exist_ok=True)
-    archive = os.path.join(cache_dir, name)
-    if not os.path.isfile(archive):
-        _download(url, archive)
-    staging = tempfile.mkdtemp(prefix=f".{stem}.extract-", dir=cache_dir)
-    try:
-        safe_extract(archive, staging)
-        find_checkpoint(staging)  # an archive without a checkpoint is an error now, not later
+    """The checkpoint of the archive at `url`, downloaded, checked and extracted into its own
+    cache entry (`cache_entry`) on first use. The download and extraction happen in an
+    atomic.py staging folder, which becomes the entry only once the checkpoint in it is whole;
+    the archive itself is not kept (~100 MB)."""
+    entry = cache_entry(url, cache_dir)
+    if os.path.isdir(entry):
         try:
-            os.rename(staging, target)
-        except OSError:
-            if not os.path.isdir(target):  # another process may have finished first
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    os.remove(archive)  # the extracted folder is the cache; the archive is ~100 MB
-    logging.info("ImageNet checkpoint extracted into %s", target)
-    return find_checkpoint(target)
+            return _whole_checkpoint(entry, entry)
+        except WarmStartError as error:  # damaged since, or made by a version that checked less
+            logging.warning("discarding the cached checkpoint of %s (%s); downloading it again",
+                            url, error)
+    os.makedirs(cache_dir, exist_ok=True)
+    _remove_leftovers(cache_dir)
+    with atomic.atomic_dir(entry) as staging:
+        download = os.path.join(staging, "download")
+        _download(url, download)
+        with open(download, "rb") as archive:
+            os.remove(download)  # read through the open file: no member can clash with it
+            safe_extract(archive, staging, source=url)
+        _whole_checkpoint(staging, url)
+    logging.info("ImageNet checkpoint of %s extracted into %s", url, entry)
+    return find_checkpoint(entry)
 
 
-def resolve(checkpoint_path, url=IMAGENET_URL, cache_dir="work/pretrained"):
-    """The checkpoint to warm-start from for a --checkpoint_path value."""
-    if checkpoint_path == IMAGENET:
+def checkpoint_for(warm_start, url=IMAGENET_URL, cache_dir="work/pretrained"):
+    """The checkpoint to warm-start from for a --warm_start value."""
+    if warm_start == IMAGENET:
         return download_imagenet(url, cache_dir)
-    return find_checkpoint(checkpoint_path)
+    return find_checkpoint(warm_start)
 
 
 def build_restorer(checkpoint, exclude_scopes=DEFAULT_EXCLUDE_SCOPES, variables=None):
@@ -164,25 +264,17 @@ def build_restorer(checkpoint, exclude_scopes=DEFAULT_EXCLUDE_SCOPES, variables=
     variables, i.e. weights and batch-norm statistics, not the optimizer state nor the global
     step) outside `exclude_scopes` from `checkpoint`. Call it while building the graph;
     run restore_fn after the variables are initialized. report = {"restored", "excluded",
-    "checkpoint"}."""
+    "checkpoint", "names" (of the restored variables)}."""
     variables = slim.get_model_variables() if variables is None else variables
     excluded_scopes = _split_scopes(exclude_scopes)
+    excluded = [v for v in variables
+                if any(v.op.name == s or v.op.name.startswith(s.rstrip("/") + "/")
+                       for s in excluded_scopes)]
+    kept = [v for v in variables if v not in excluded]
     try:
-        shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError) as error:
-        raise WarmStartError(f"cannot read checkpoint {checkpoint}: "
-                             f"{str(error).strip().splitlines()[0]}") from None
-    restore, excluded, missing, mismatched = {}, [], [], []
-    for variable in variables:
-        name = variable.op.name
-        if any(name == s or name.startswith(s.rstrip("/") + "/") for s in excluded_scopes):
-            excluded.append(name)
-        elif name not in shapes:
-            missing.append(name)
-        elif list(shapes[name]) != variable.shape.as_list():
-            mismatched.append(f"{name} {variable.shape.as_list()} vs {list(shapes[name])}")
-        else:
-            restore[name] = variable
+        restore, missing, mismatched = train_dir.restore_map(checkpoint, kept)
+    except train_dir.TrainDirError as error:
+        raise WarmStartError(str(error)) from None
     if missing:
         raise WarmStartError(
             f"{len(missing)} model variables are not in {checkpoint} (e.g. {missing[0]}); is it a "
@@ -197,7 +289,8 @@ def build_restorer(checkpoint, exclude_scopes=DEFAULT_EXCLUDE_SCOPES, variables=
     saver = tf.train.Saver(var_list=restore, sharded=False)
 
     def restore_fn(session):
-        saver.restore(session, checkpoint)
+        saver.restore(session, train_dir.tf_path(checkpoint))
 
-    report = {"restored": len(restore), "excluded": len(excluded), "checkpoint": checkpoint}
+    report = {"restored": len(restore), "excluded": len(excluded), "checkpoint": checkpoint,
+              "names": set(restore)}
     return restore_fn, report

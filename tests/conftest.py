@@ -15,8 +15,10 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-TINY_SAMPLE_IMAGES = 40  # 32 train + 8 test images
-TINY_PREPROCESS_FLAGS = [f"--sample_images={TINY_SAMPLE_IMAGES}", "--image_size=96"]
+TINY_SAMPLE_IMAGES = 40  # 32 train + 8 test images (no val split: no validation to wait for)
+# Stored at 86 px: what preprocess.py stores for TINY_TRAIN_FLAGS' 75 px model (75 / 0.875).
+TINY_PREPROCESS_FLAGS = [f"--sample_images={TINY_SAMPLE_IMAGES}", "--shorter_side=86",
+                         "--val_size=0"]
 TINY_TRAIN_FLAGS = ["--max_steps=3", "--depth_multiplier=0.1", "--image_size=75",
                     "--batch_size=8"]
 
@@ -58,12 +60,13 @@ LEARNED_TRAIN_FLAGS = ["--preset=cpu", "--max_steps=60", "--save_every_steps=30"
 
 @pytest.fixture(scope="session")
 def learned_sample(tmp_path_factory):
-    """The full 600-image sample (preprocess.py --sample) and a model train.py --preset=cpu
-    trained on it with LEARNED_TRAIN_FLAGS. dict: records_dir, train_dir, result (of train.py)."""
+    """The full 600-image sample (preprocess.py --sample: 432 train, 48 val, 120 test images)
+    and a model train.py --preset=cpu trained on it from scratch with LEARNED_TRAIN_FLAGS.
+    dict: records_dir, train_dir, result (of train.py)."""
     root = tmp_path_factory.mktemp("learned")
     records_dir, train_dir = str(root / "records"), str(root / "train")
     check_run(run_script("preprocess.py", "--sample", f"--sample_dir={root / 'sample'}",
-                         f"--output_dir={records_dir}"))
+                         f"--records_dir={records_dir}"))
     result = check_run(run_script("train.py", *LEARNED_TRAIN_FLAGS,
                                   f"--records_dir={records_dir}", f"--train_dir={train_dir}"))
     return {"records_dir": records_dir, "train_dir": train_dir, "result": result}
@@ -115,11 +118,11 @@ def sample_photos(sample_records, tmp_path_factory):
     # The test split's images exactly as evaluate.py reads them: the JPEG bytes of the records.
     import tensorflow as tf
 
-    from data import input as data_input, records
+    from data import pipeline, records
     from_records = root / "from_records"
     from_records.mkdir()
     record_images = {}
-    for serialized in tf.data.TFRecordDataset(data_input.shard_files(sample_records, "test")):
+    for serialized in tf.data.TFRecordDataset(pipeline.shard_files(sample_records, "test")):
         example = records.decode_example(serialized.numpy())
         path = from_records / f"{len(record_images):03d}.jpg"
         path.write_bytes(example["jpeg"])
@@ -137,7 +140,7 @@ def predicted_json(trained_dir, sample_photos):
     the folder of test-record images: one dict (path, tags, scores) per image, in output order."""
     import json
 
-    result = check_run(run_script("predict.py", f"--checkpoint_path={trained_dir}",
+    result = check_run(run_script("predict.py", f"--model={trained_dir}",
                                   "--format=json", "--top_k=0", "--recursive",
                                   "--batch_size=3", sample_photos["folder"],
                                   sample_photos["from_records"]))

@@ -5,8 +5,9 @@ from nets import compat
 
 
 def test_slim_inception_v3_trains_a_step_with_batch_norm():
-    slim = compat.import_slim()
+    compat.apply()
     import tensorflow.compat.v1 as tf
+    import tf_slim as slim
     from tf_slim.nets import inception_v3
 
     graph = tf.Graph()

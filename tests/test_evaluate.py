@@ -46,7 +46,7 @@ def learned(learned_sample, tmp_path_factory):
     eval_dir = str(tmp_path_factory.mktemp("learned_eval"))
     records_dir, train_dir = learned_sample["records_dir"], learned_sample["train_dir"]
     result = check_run(run_script("evaluate.py", f"--records_dir={records_dir}",
-                                  f"--checkpoint_path={train_dir}", "--all_checkpoints",
+                                  f"--model={train_dir}", "--all_checkpoints",
                                   f"--batch_size={LEARNED_BATCH}", f"--eval_dir={eval_dir}"))
     return {"records_dir": records_dir, "train_dir": train_dir, "eval_dir": eval_dir,
             "stdout": result.stdout}
@@ -57,7 +57,7 @@ def tiny_eval(sample_records, trained_dir, tmp_path_factory):
     """evaluate.py on conftest's tiny model, latest checkpoint, default settings but the batch."""
     eval_dir = str(tmp_path_factory.mktemp("tiny_eval"))
     result = check_run(run_script("evaluate.py", f"--records_dir={sample_records}",
-                                  f"--checkpoint_path={trained_dir}",
+                                  f"--model={trained_dir}",
                                   f"--batch_size={TINY_BATCH}", f"--eval_dir={eval_dir}"))
     return eval_dir, result.stdout
 
@@ -148,7 +148,7 @@ def assert_one_line_error(result, *fragments):
 
 def test_clear_error_without_a_checkpoint(sample_records, tmp_path):
     assert_one_line_error(run_script("evaluate.py", f"--records_dir={sample_records}",
-                                     f"--checkpoint_path={tmp_path}"),
+                                     f"--model={tmp_path}"),
                           f"no checkpoint in {tmp_path}")
 
 
@@ -161,28 +161,28 @@ def test_clear_error_when_the_records_vocabulary_differs(sample_records, trained
     with open(vocab_path, "w", encoding="utf-8") as stream:
         stream.write("".join(tag + "\n" for tag in [vocab[1], vocab[0]] + vocab[2:]))
     assert_one_line_error(run_script("evaluate.py", f"--records_dir={other}",
-                                     f"--checkpoint_path={trained_dir}"),
+                                     f"--model={trained_dir}"),
                           "vocabulary", f"tag id 0 is {vocab[1]!r} vs {vocab[0]!r}")
 
 
 def test_clear_error_on_a_split_without_images(sample_records, trained_dir, tmp_path):
     # preprocess.py writes no shard for a split it did not make (here: no --val_size).
     assert_one_line_error(run_script("evaluate.py", f"--records_dir={sample_records}",
-                                     f"--checkpoint_path={trained_dir}", "--split=val"),
+                                     f"--model={trained_dir}", "--split=val"),
                           "no 'val' TFRecords")
     # Shards that hold no record: the scorer finds nothing to score.
-    from evaluation import inference
-    from nets import tagging
+    from evaluation import scoring
+    from nets import train_dir
     other = str(tmp_path / "records")
     shutil.copytree(sample_records, other)
     for name in os.listdir(other):
         if name.startswith("test-"):
             open(os.path.join(other, name), "wb").close()
-    config, _ = tagging.load_train_dir(trained_dir)
-    checkpoint, _ = tagging.resolve_checkpoint(trained_dir)
-    scorer = inference.Scorer(config, other, "test", batch_size=TINY_BATCH)
+    config, _ = train_dir.load(trained_dir)
+    checkpoint, _ = train_dir.resolve(trained_dir)
+    scorer = scoring.Scorer(config, other, "test", batch_size=TINY_BATCH)
     try:
-        with pytest.raises(inference.EvaluationError, match="'test' split of .* has no images"):
+        with pytest.raises(scoring.EvaluationError, match="'test' split of .* has no images"):
             scorer.score(checkpoint)
     finally:
         scorer.close()
@@ -190,14 +190,13 @@ def test_clear_error_on_a_split_without_images(sample_records, trained_dir, tmp_
 
 def test_popularity_counts_come_from_tag_stats_or_else_from_the_train_records(sample_records,
                                                                                tmp_path):
-    from data import harrison
-    from evaluation import inference
+    from data import harrison, pipeline
     vocab = harrison.load_records_vocab(sample_records)
-    from_stats = inference.train_tag_counts(sample_records, vocab)
+    from_stats = pipeline.tag_counts(sample_records, vocab)
     other = str(tmp_path / "records")
     shutil.copytree(sample_records, other)
     os.remove(os.path.join(other, "tag_stats.csv"))
-    from_records = inference.train_tag_counts(other, vocab)
+    from_records = pipeline.tag_counts(other, vocab)
     assert from_records.tolist() == from_stats.tolist()
     train_images = read_json(os.path.join(sample_records, "manifest.json"))["splits"]["train"]
     assert 0 < from_stats.max() <= train_images["images"]
@@ -205,8 +204,8 @@ def test_popularity_counts_come_from_tag_stats_or_else_from_the_train_records(sa
 
 def test_all_checkpoints_of_a_train_dir_copied_elsewhere(trained_dir, tmp_path):
     # The `checkpoint` file keeps the paths of the machine that trained (e.g. Colab before a
-    # copy to Drive): the checkpoints are found by name inside the copy.
-    from evaluation import inference
+    # copy to Drive): the checkpoints are found by their files inside the copy.
+    from nets import train_dir
     copy = str(tmp_path / "train")
     shutil.copytree(trained_dir, copy)
     names = sorted(name[:-len(".index")] for name in os.listdir(copy) if name.endswith(".index"))
@@ -214,7 +213,8 @@ def test_all_checkpoints_of_a_train_dir_copied_elsewhere(trained_dir, tmp_path):
     with open(os.path.join(copy, "checkpoint"), "w", encoding="utf-8") as stream:
         stream.write(f'model_checkpoint_path: "{stale[-1]}"\n')
         stream.writelines(f'all_model_checkpoint_paths: "{path}"\n' for path in stale)
-    prefixes = inference.all_checkpoints(copy)
-    assert sorted(prefixes) == [os.path.join(copy, name) for name in names]
-    steps = [inference.checkpoint_step(prefix) for prefix in prefixes]
+    found = train_dir.list_checkpoints(copy)
+    assert sorted(prefix for _, prefix in found) == [os.path.join(copy, name) for name in names]
+    steps = [step for step, _ in found]
     assert steps == sorted(steps)
+    assert steps == [train_dir.checkpoint_step(prefix) for _, prefix in found]

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from data import build_records, harrison, images
+from data import build_records, harrison, image_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = 64
@@ -124,8 +124,11 @@ def dataset(tmp_path_factory):
 
 
 def common_args(dataset, output_dir, *extra):
-    return [f"--dataset_dir={dataset['root']}", f"--output_dir={output_dir}",
-            f"--image_size={IMAGE_SIZE}", f"--test_size={TEST_SIZE}",
+    """The reference settings: no val split unless `extra` asks for one."""
+    if not any(argument.startswith("--val_size=") for argument in extra):
+        extra = ("--val_size=0", *extra)
+    return [f"--dataset_dir={dataset['root']}", f"--records_dir={output_dir}",
+            f"--shorter_side={IMAGE_SIZE}", f"--test_size={TEST_SIZE}",
             f"--shard_size={SHARD_SIZE}", *extra]
 
 
@@ -218,7 +221,7 @@ def test_records_round_trip_tags_and_pixels(dataset, output):
         known = [t for t in harrison.parse_tags(tag_line) if t in VOCAB]
         assert record["tags"] == [VOCAB.index(t) for t in known]
         source = os.path.join(dataset["root"], path)
-        assert record["jpeg"] == images.convert_image(source, IMAGE_SIZE)[0]
+        assert record["jpeg"] == image_files.convert_image(source, IMAGE_SIZE)[0]
         pixels = np.asarray(Image.open(io.BytesIO(record["jpeg"])))
         assert pixels.shape == (record["height"], record["width"], 3)
         assert min(record["height"], record["width"]) == IMAGE_SIZE
@@ -262,25 +265,197 @@ def test_worker_count_does_not_change_a_byte(dataset, output, tmp_path):
     assert len([name for name in names if name.endswith(".tfrecord")]) == 11
 
 
-def test_killed_run_then_rerun_gives_the_uninterrupted_output(dataset, output, tmp_path):
+# Runs preprocess.py as users do, after `patch` (Python source) has run in its process: a fault
+# at a chosen moment of the real code path. argv = script, its arguments.
+PATCHED_RUN = r"""
+import os, runpy, sys
+sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(sys.argv[0]))
+PATCH
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+# SIGKILL to the whole run (its pool's workers too, as kill -9 of a notebook does) just before
+# os.replace moves something onto a file named NAME. The run has a session of its own
+# (start_new_session), so the kill cannot reach pytest.
+KILL_BEFORE_REPLACE = r"""
+import signal
+assert os.getpgid(0) == os.getpid()
+_replace = os.replace
+def _replace_or_die(source, target, *args, **kwargs):
+    if os.path.basename(target) == NAME:
+        os.killpg(0, signal.SIGKILL)
+    return _replace(source, target, *args, **kwargs)
+os.replace = _replace_or_die
+"""
+
+
+def run_patched(patch, *args, timeout=180):
+    return subprocess.run([sys.executable, "-c", PATCHED_RUN.replace("PATCH", patch),
+                           os.path.join(REPO, "preprocess.py"), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout,
+                          start_new_session=True)
+
+
+def run_killed_before_replace(name, *args):
+    """preprocess.py killed just before it moves a finished file onto `name`."""
+    result = run_patched(KILL_BEFORE_REPLACE.replace("NAME", repr(name)), *args)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    return result
+
+
+def litter(directory):
+    """Temporaries: data/atomic.py's `.tmp-*`, the shards' `.<shard>.tmp`, and the `.HARRISON-*`
+    folders of earlier versions' samples."""
+    return sorted(name for name in os.listdir(directory)
+                  if name.startswith((".tmp", ".HARRISON-")) or name.endswith(".tmp"))
+
+
+def test_runs_killed_at_chosen_moments_then_a_rerun_give_the_uninterrupted_output(
+        dataset, output, tmp_path):
     target = str(tmp_path / "records")
-    args = [sys.executable, os.path.join(REPO, "preprocess.py"),
-            *common_args(dataset, target, "--workers=2")]
-    process = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if os.path.isdir(target) and any(n.endswith(".tfrecord") for n in os.listdir(target)):
-            break
-        time.sleep(0.005)
-    os.killpg(process.pid, signal.SIGKILL)  # the whole job, as a closed notebook or kill -9 does
-    process.wait()
-    written = os.listdir(target)
-    assert any(name.endswith(".tfrecord") for name in written), "killed before any shard"
-    assert "manifest.json" not in written, "the run finished before it could be killed"
-    result = run_preprocess(*common_args(dataset, target, "--workers=2"))
+    args = common_args(dataset, target, "--workers=2")
+    # A complete shard not yet renamed; everything but the manifest (data/atomic.py's temporary):
+    # each killed run removes what the one before left, and leaves its own.
+    shard = "train-00002-of-00009.tfrecord"
+    for moment, leftover in ((shard, f".{shard}.tmp"), ("manifest.json", ".tmp-manifest.json-")):
+        run_killed_before_replace(moment, *args)
+        assert [name[:len(leftover)] for name in litter(target)] == [leftover]
+        assert "manifest.json" not in os.listdir(target)
+    result = run_preprocess(*args)
+    assert result.returncode == 0, result.stderr
+    assert litter(target) == []
+    same_files(output["dir"], target)
+
+
+def test_a_second_run_on_the_same_records_dir_refuses_while_the_first_runs(dataset, output,
+                                                                             tmp_path):
+    target = str(tmp_path / "records")
+    args = common_args(dataset, target, "--workers=2")
+    first = subprocess.Popen([sys.executable, os.path.join(REPO, "preprocess.py"), *args],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    lock = os.path.join(target, build_records.LOCK_FILE)
+    try:
+        while not (os.path.exists(lock) and open(lock).read().startswith("pid")):
+            assert first.poll() is None, "the first run ended before it could be caught"
+            time.sleep(0.01)
+        os.killpg(first.pid, signal.SIGSTOP)  # mid-run, holding the folder, until SIGCONT
+        second = run_preprocess(*args)
+        os.killpg(first.pid, signal.SIGCONT)
+        assert first.wait(timeout=180) == 0
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert second.returncode == 2
+    assert second.stderr.strip() == (
+        f"preprocess.py: error: {target} is in use by another preprocess.py (pid {first.pid}); "
+        "wait for it to finish or choose another --records_dir")
+    same_files(output["dir"], target)  # the second run touched nothing
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs: a disk that really fills up."""
+    mount_point = str(tmp_path / "disk")
+    os.makedirs(mount_point)
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", mount_point],
+                                 capture_output=True, text=True)
+        problem = mounted.stderr.strip() if mounted.returncode else None
+    except OSError as error:
+        problem = str(error)
+    if problem:
+        pytest.skip(f"cannot mount a tmpfs here ({problem}; it needs root): "
+                    "test_simulated_full_disk covers the same code path")
+    yield mount_point
+    subprocess.run(["umount", mount_point], check=True)
+
+
+def leave_free(disk, pages):
+    """Fills `disk` (a tmpfs) with a filler file so that `pages` blocks stay free."""
+    filler = os.path.join(disk, "filler")
+    if os.path.exists(filler):
+        os.remove(filler)
+    stats = os.statvfs(disk)
+    with open(filler, "wb") as stream:
+        stream.write(bytes((stats.f_bavail - pages) * stats.f_frsize))
+    return filler
+
+
+def assert_stopped_by_full_disk(result, target):
+    """One error line naming the folder, no temporaries, no manifest; returns the files left."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"preprocess.py: error: no space left on the disk of {target}: " in result.stderr
+    assert "Traceback" not in result.stderr
+    names = os.listdir(target)
+    assert "manifest.json" not in names and litter(target) == []
+    return names
+
+
+def test_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(dataset, output,
+                                                                          small_disk):
+    target = os.path.join(small_disk, "records")
+    args = common_args(dataset, target, "--workers=2")
+    block = os.statvfs(small_disk).f_frsize
+    blocks = {name: -(-os.path.getsize(os.path.join(output["dir"], name)) // block)
+              for name in os.listdir(output["dir"])}
+    shards = {name for name in blocks if name.endswith(".tfrecord")}
+
+    # Full while writing the shards: those complete stay, the one being written goes.
+    leave_free(small_disk, sum(blocks[name] for name in shards) // 2)
+    names = assert_stopped_by_full_disk(run_preprocess(*args), target)
+    assert 0 < len(shards & set(names)) < len(shards)
+    # Full while writing the metadata: every shard fits, then the lock file's line, vocab.txt
+    # and all of split.csv but one block.
+    missing = sum(blocks[name] for name in shards - set(names))
+    filler = leave_free(small_disk, missing + 1 + blocks["vocab.txt"] + blocks["split.csv"] - 1)
+    names = assert_stopped_by_full_disk(run_preprocess(*args), target)
+    assert shards <= set(names) and "split.csv" not in names
+    # Space freed: the same command gives the uninterrupted output, byte for byte.
+    os.remove(filler)
+    result = run_preprocess(*args)
     assert result.returncode == 0, result.stderr
     same_files(output["dir"], target)
+
+
+# A full disk, simulated: TensorFlow's record writer raises what it raises on ENOSPC once 100 kB
+# are written; pandas' CSV writer the OSError Python raises.
+FULL_DISK = {"shards": r"""
+import tensorflow as tf
+_Writer = tf.io.TFRecordWriter
+class _FullDisk:
+    written = 0
+    def __init__(self, path, *args):
+        self.path, self.writer = path, _Writer(path, *args)
+    def write(self, record):
+        _FullDisk.written += len(record)
+        if _FullDisk.written > 100_000:
+            raise tf.errors.ResourceExhaustedError(None, None,
+                                                   f"{self.path}; No space left on device")
+        self.writer.write(record)
+    def close(self):
+        self.writer.close()
+tf.io.TFRecordWriter = _FullDisk
+""", "metadata": r"""
+import errno, pandas
+def _to_csv(self, path, **kwargs):
+    with open(path, "w") as stream:
+        stream.write("path,li")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+pandas.DataFrame.to_csv = _to_csv
+"""}
+
+
+@pytest.mark.parametrize("where", sorted(FULL_DISK))
+def test_simulated_full_disk(dataset, tmp_path, where):
+    target = str(tmp_path / "records")
+    # One worker: the patch imports TensorFlow, which must not be forked into a pool.
+    result = run_patched(FULL_DISK[where], *common_args(dataset, target, "--workers=1"))
+    names = assert_stopped_by_full_disk(result, target)
+    written = {name for name in names if name.endswith(".tfrecord")}
+    assert (written and "vocab.txt" not in names) if where == "shards" else (
+        len(written) == 11 and "vocab.txt" in names and "split.csv" not in names)
 
 
 def test_other_settings_refuse_then_overwrite_replaces_everything_with_val(dataset, output,
@@ -329,7 +504,7 @@ def _lists(root, data, tags, vocab="love 0\n"):
 ])
 def test_unprocessable_input_is_a_one_line_error(tmp_path, files, message):
     root = _lists(str(tmp_path / "H"), *files)
-    result = run_preprocess(f"--dataset_dir={root}", f"--output_dir={tmp_path / 'out'}",
+    result = run_preprocess(f"--dataset_dir={root}", f"--records_dir={tmp_path / 'out'}",
                             "--test_size=1")
     assert result.returncode == 2
     assert message in result.stderr
@@ -338,5 +513,25 @@ def test_unprocessable_input_is_a_one_line_error(tmp_path, files, message):
 
 
 def test_missing_dataset_dir_flag(tmp_path):
-    result = run_preprocess(f"--output_dir={tmp_path}")
+    result = run_preprocess(f"--records_dir={tmp_path}")
     assert result.returncode == 2 and "--dataset_dir is required" in result.stderr
+
+
+def test_the_default_val_split_is_carved_from_train_and_leaves_the_test_split_as_it_was(
+        dataset, output, tmp_path):
+    output_dir = str(tmp_path / "records")
+    arguments = [a for a in common_args(dataset, output_dir) if a != "--val_size=0"]
+    result = run_preprocess(*arguments)
+    assert result.returncode == 0, result.stderr[-2000:]
+    without_val = harrison.load_manifest(output["dir"])
+    manifest = harrison.load_manifest(output_dir)
+    left = without_val["splits"]["train"]["images"]  # what is left after the test split
+    # Too few images for the default 2,500: a tenth of them, said in one line.
+    assert manifest["splits"]["val"]["images"] == manifest["val_size"] == left // 10 > 0
+    assert f"val split: {left // 10} images, a tenth of the" in result.stdout
+    assert manifest["splits"]["train"]["images"] == left - left // 10
+    with open(os.path.join(output_dir, "split.csv")) as a, \
+            open(os.path.join(output["dir"], "split.csv")) as b:
+        test_paths = [sorted(line for line in stream if line.rstrip().endswith(",test"))
+                      for stream in (a, b)]
+    assert test_paths[0] == test_paths[1] and test_paths[0]

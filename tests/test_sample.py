@@ -1,7 +1,10 @@
 """The built-in sample (data/sample.py) and `preprocess.py --sample` end to end."""
 import filecmp
+import hashlib
 import io
 import os
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -10,6 +13,8 @@ import pytest
 from PIL import Image
 
 from data import harrison, sample
+from test_preprocess import (leave_free, litter, run_killed_before_replace, run_patched,
+                             run_preprocess, small_disk)  # noqa: F401 (a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -42,7 +47,7 @@ def sample_run(tmp_path_factory):
     output_dir = str(base / "records")
     result = subprocess.run(
         [sys.executable, os.path.join(REPO, "preprocess.py"), "--sample",
-         f"--sample_dir={base / 'sample'}", f"--output_dir={output_dir}"],
+         f"--sample_dir={base / 'sample'}", f"--records_dir={output_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return output_dir, str(base / "sample" / "HARRISON")
@@ -51,9 +56,11 @@ def sample_run(tmp_path_factory):
 def test_sample_end_to_end(sample_run):
     output_dir, dataset_dir = sample_run
     manifest = harrison.load_manifest(output_dir)
-    assert manifest["image_size"] == 160 and manifest["skipped"] == []
+    assert manifest["image_size"] == 159 and manifest["skipped"] == []
     assert manifest["splits"]["test"]["images"] == 120  # 20% of 600
-    assert manifest["splits"]["train"]["images"] == 480
+    # The default val split: a tenth of the 480 left after the test split.
+    assert manifest["splits"]["val"]["images"] == 48
+    assert manifest["splits"]["train"]["images"] == 432
     assert len(manifest["splits"]["train"]["shards"]) == 4
     vocab = harrison.load_records_vocab(output_dir)
     assert vocab == harrison.read_vocab_index(os.path.join(dataset_dir, "vocab_index.txt"))
@@ -104,14 +111,77 @@ def test_sample_defaults_yield_to_explicit_flags():
     # flags share names with preprocess.py's.
     check = """
 import preprocess
-preprocess.FLAGS(["preprocess.py", "--sample", "--image_size=96"])
-assert preprocess._setting("image_size") == 96  # given: kept
+preprocess.FLAGS(["preprocess.py", "--sample", "--shorter_side=96"])
+assert preprocess._setting("shorter_side") == 96  # given: kept
 assert preprocess._setting("test_size") == 120  # not given: 20% of the sample
 assert preprocess._setting("shard_size") == 128
 preprocess.FLAGS.unparse_flags()
 preprocess.FLAGS(["preprocess.py", "--dataset_dir=x"])
-assert preprocess._setting("image_size") == 299 and preprocess._setting("test_size") == 5000
+assert preprocess._setting("shorter_side") == 342 and preprocess._setting("test_size") == 5000
 """
     result = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# SIGKILL to the whole run right after the new sample was swapped in, before the old one beside
+# it is removed (see KILL_BEFORE_REPLACE).
+KILL_AFTER_SWAP = r"""
+import signal
+from data import atomic
+assert os.getpgid(0) == os.getpid()
+_exchange = atomic._exchange
+def _exchange_and_die(first, second):
+    _exchange(first, second)
+    os.killpg(0, signal.SIGKILL)
+atomic._exchange = _exchange_and_die
+"""
+
+
+def tree(root):
+    """{relative path: sha256} of every file below root."""
+    return {os.path.relpath(os.path.join(folder, name), root):
+            hashlib.sha256(open(os.path.join(folder, name), "rb").read()).hexdigest()
+            for folder, _, names in os.walk(root) for name in names}
+
+
+def test_sample_runs_killed_at_chosen_moments_then_a_rerun(tmp_path):
+    sample_dir, records_dir = str(tmp_path / "sample"), str(tmp_path / "records")
+
+    def args(images, *extra):
+        return ["--sample", f"--sample_dir={sample_dir}", f"--records_dir={records_dir}",
+                f"--sample_images={images}", "--shorter_side=64", *extra]
+
+    # The uninterrupted run, kept aside (the manifest names the sample's path: same paths).
+    assert run_preprocess(*args(30)).returncode == 0
+    expected = {"sample": tree(sample_dir), "records": tree(records_dir)}
+    shutil.rmtree(sample_dir)
+    shutil.rmtree(records_dir)
+    # A new sample complete but not yet in place; then one in place, killed as it starts on the
+    # records: the first run's sample folder goes.
+    run_killed_before_replace("HARRISON", *args(20))
+    assert [name[:len(".tmp-HARRISON-")] for name in litter(sample_dir)] == [".tmp-HARRISON-"]
+    assert not os.path.exists(os.path.join(sample_dir, "HARRISON"))
+    run_killed_before_replace(".preprocess-run.json", *args(20))
+    assert litter(sample_dir) == [] and os.listdir(sample_dir) == ["HARRISON"]
+    assert [name[:len(".tmp-.preprocess-run.json-")] for name in litter(records_dir)] == [
+        ".tmp-.preprocess-run.json-"]
+    # Another sample size: killed with the new sample swapped in, the old one still beside it.
+    result = run_patched(KILL_AFTER_SWAP, *args(30, "--overwrite"))
+    assert result.returncode == -signal.SIGKILL, result.stderr[-3000:]
+    assert len(litter(sample_dir)) == 1
+    result = run_preprocess(*args(30, "--overwrite"))
+    assert result.returncode == 0, result.stderr
+    assert litter(sample_dir) == [] and litter(records_dir) == []
+    assert {"sample": tree(sample_dir), "records": tree(records_dir)} == expected
+
+
+def test_full_disk_while_drawing_the_sample_is_one_line(small_disk):
+    sample_dir = os.path.join(small_disk, "sample")
+    leave_free(small_disk, 4)
+    result = run_preprocess("--sample", f"--sample_dir={sample_dir}", "--sample_images=40",
+                            f"--records_dir={os.path.join(small_disk, 'records')}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("preprocess.py: error: cannot write the sample dataset to "
+                                     f"{sample_dir}: No space left on device")
+    assert os.listdir(sample_dir) == []  # the unfinished sample is removed

@@ -1,22 +1,29 @@
 """nets/warm_start.py: restoring a slim-format InceptionV3 checkpoint with 1001 ImageNet classes
 (saved here, V1 single file as in the official 2016 archive and V2 prefix), the `imagenet`
-download through a loopback HTTP server (train.py end to end), safe extraction, clear errors."""
-import functools
+download through a loopback HTTP server (train.py end to end), safe extraction, clear errors,
+and a cache that keeps only whole checkpoints, one entry per URL, and no temporaries of killed
+runs."""
+import gzip
 import http.server
 import io
+import logging
 import os
+import signal
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
+import tf_slim as slim
 
-from nets import tagging, warm_start
+from conftest import run_script
+from nets import model, warm_start
 from train_records import VOCAB, write_records
 
-tf = tagging.tf
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPTH = 0.1
 HEAD = ("InceptionV3/Logits/", "InceptionV3/AuxLogits/")
@@ -29,8 +36,8 @@ def imagenet_checkpoints(tmp_path_factory):
     prefix; returns (folder, {variable name: value})."""
     folder = tmp_path_factory.mktemp("imagenet")
     with tf.Graph().as_default():
-        tagging.build_logits(tf.zeros([1, 299, 299, 3]), 1001, "inception_v3", DEPTH,
-                             is_training=False, aux_logits=True)
+        model.build_logits(tf.zeros([1, 299, 299, 3]), 1001, "inception_v3", DEPTH,
+                           is_training=False, aux_logits=True)
         variables = tf.global_variables()
         randomize = tf.group([v.assign(tf.random.normal(v.shape, seed=i))
                               for i, v in enumerate(variables)])
@@ -47,8 +54,8 @@ def imagenet_checkpoints(tmp_path_factory):
 
 
 def build_tagging_graph(num_tags=len(VOCAB)):
-    tagging.build_logits(tf.zeros([2, 107, 107, 3]), num_tags, "inception_v3", DEPTH,
-                         is_training=True)
+    model.build_logits(tf.zeros([2, 107, 107, 3]), num_tags, "inception_v3", DEPTH,
+                       is_training=True)
 
 
 # A V1 file named directly, and a folder holding a V2 prefix (no `checkpoint` index file).
@@ -57,9 +64,9 @@ def test_restores_every_backbone_variable_and_none_of_the_head(imagenet_checkpoi
     folder, values = imagenet_checkpoints
     with tf.Graph().as_default():
         build_tagging_graph()
-        checkpoint = warm_start.resolve(str(folder / which))
+        checkpoint = warm_start.checkpoint_for(str(folder / which))
         restore, report = warm_start.build_restorer(checkpoint)
-        model_variables = tagging.slim.get_model_variables()
+        model_variables = slim.get_model_variables()
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             restore(session)
@@ -84,11 +91,11 @@ def test_head_of_another_size_or_other_backbone_is_a_clear_error(imagenet_checkp
             warm_start.build_restorer(str(folder / "v2" / "model.ckpt"),
                                       exclude_scopes="InceptionV3/AuxLogits")
     with tf.Graph().as_default():
-        tagging.build_logits(tf.zeros([1, 64, 64, 3]), 5, "inception_v2", 0.25)
+        model.build_logits(tf.zeros([1, 64, 64, 3]), 5, "inception_v2", 0.25)
         with pytest.raises(warm_start.WarmStartError, match="not in .*InceptionV2/"):
             warm_start.build_restorer(str(folder / "v2" / "model.ckpt"))
     with pytest.raises(warm_start.WarmStartError, match="no checkpoint at"):
-        warm_start.resolve(str(folder / "nothing-here"))
+        warm_start.checkpoint_for(str(folder / "nothing-here"))
 
 
 def make_tar(path, entries):
@@ -118,52 +125,236 @@ def test_unsafe_archives_are_refused_and_nothing_escapes(tmp_path, entry):
     assert os.listdir(tmp_path / "out") == []
 
 
-class CountingHandler(http.server.SimpleHTTPRequestHandler):
+class LoopbackHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ROUTES: path -> (body bytes, how): "file" (with Content-Length), "html" (a 200 HTML
+    page), "cut" (half the body, no Content-Length, then the connection closes), "short" (half the
+    body under the whole body's Content-Length), "stall" (half the body, then waits for
+    RELEASE)."""
+    ROUTES = {}
+    RELEASE = threading.Event()
     requests = []
 
     def log_message(self, *args):
-        CountingHandler.requests.append(self.path)
+        pass
+
+    def do_GET(self):
+        LoopbackHandler.requests.append(self.path)
+        if self.path not in self.ROUTES:
+            self.send_error(404)
+            return
+        body, how = self.ROUTES[self.path]
+        half = body[:len(body) // 2]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html" if how == "html" else "application/gzip")
+        if how != "cut":
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body if how in ("file", "html") else half)
+        self.wfile.flush()
+        if how == "stall":
+            LoopbackHandler.RELEASE.wait(120)
+
+
+def tar_bytes(files):
+    """A tar.gz archive holding `files` ({name: path on disk}), as bytes."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, path in files.items():
+            tar.add(path, arcname=name)
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
-def imagenet_server(imagenet_checkpoints, tmp_path_factory):
-    """A loopback HTTP server holding an archive laid out like the official one: a single V1
-    `inception_v3.ckpt` at the top level."""
+def tiny_checkpoints(tmp_path_factory):
+    """Two small checkpoints with different values: {"a": V1 file, "b": V2 prefix}."""
+    folder = tmp_path_factory.mktemp("tiny")
+    with tf.Graph().as_default():
+        variable = tf.Variable([1.0, 2.0, 3.0], name="InceptionV3/Conv2d_1a_3x3/weights")
+        with tf.Session() as session:
+            session.run(variable.initializer)
+            tf.train.Saver(write_version=tf.train.SaverDef.V1).save(
+                session, str(folder / "a.ckpt"), write_meta_graph=False, write_state=False)
+            session.run(variable.assign([4.0, 5.0, 6.0]))
+            tf.train.Saver().save(session, str(folder / "b" / "model.ckpt"),
+                                  write_meta_graph=False, write_state=False)
+    return {"a": str(folder / "a.ckpt"), "b": str(folder / "b" / "model.ckpt")}
+
+
+@pytest.fixture(scope="module")
+def server(imagenet_checkpoints, tiny_checkpoints):
+    """A loopback HTTP server; its base URL. The official-looking path holds an archive laid out
+    like the official one: a single V1 `inception_v3.ckpt` at the top level."""
     folder, _ = imagenet_checkpoints
-    root = tmp_path_factory.mktemp("www")
-    os.makedirs(root / "models")
-    with tarfile.open(root / "models" / "inception_v3_2016_08_28.tar.gz", "w:gz") as tar:
-        tar.add(folder / "v1" / "inception_v3.ckpt", arcname="inception_v3.ckpt")
-    handler = functools.partial(CountingHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    name = "inception_v3_2016_08_28.tar.gz"
+    tiny_a = tar_bytes({"inception_v3.ckpt": tiny_checkpoints["a"]})
+    prefix = tiny_checkpoints["b"]
+    folder_b = os.path.dirname(prefix)
+    tiny_b = tar_bytes({f: os.path.join(folder_b, f) for f in os.listdir(folder_b)})
+    html = b"<!DOCTYPE html>\n<html><body>Moved to our new site</body></html>\n"
+    LoopbackHandler.ROUTES = {
+        f"/models/{name}": (tar_bytes({"inception_v3.ckpt": folder / "v1" / "inception_v3.ckpt"}),
+                            "file"),
+        f"/a/{name}": (tiny_a, "file"),
+        f"/b/{name}": (tiny_b, "file"),
+        f"/html/{name}": (html, "html"),
+        f"/cut/{name}": (tiny_a, "cut"),
+        f"/short/{name}": (tiny_a, "short"),
+        f"/stall/{name}": (tiny_a + b"\0" * (1 << 20), "stall"),
+        f"/index-only/{name}": (tar_bytes({"model.ckpt.index": prefix + ".index"}), "file"),
+        f"/zip/{name}": (b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + b"\0" * 100, "file"),
+        f"/gzip-text/{name}": (gzip.compress(b"just some text, no tar\n" * 40), "file"),
+    }
+    LoopbackHandler.RELEASE.clear()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoopbackHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/models/inception_v3_2016_08_28.tar.gz"
-    server.shutdown()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    LoopbackHandler.RELEASE.set()
+    httpd.shutdown()
     thread.join()
 
 
-def test_train_py_warm_starts_from_imagenet_through_a_loopback_download(imagenet_server,
-                                                                        tmp_path):
+NAME = "inception_v3_2016_08_28.tar.gz"
+
+
+def test_train_py_warm_starts_from_imagenet_through_a_loopback_download(server, tmp_path):
+    url = f"{server}/models/{NAME}"
     write_records(str(tmp_path / "records"), {"train": 8, "test": 2})
     cache = tmp_path / "pretrained"
-    CountingHandler.requests.clear()
+    LoopbackHandler.requests.clear()
     command = [sys.executable, "train.py", "--preset=cpu", f"--records_dir={tmp_path / 'records'}",
-               f"--train_dir={tmp_path / 'train'}", "--checkpoint_path=imagenet",
-               f"--imagenet_url={imagenet_server}", f"--pretrained_dir={cache}",
+               f"--train_dir={tmp_path / 'train'}", "--warm_start=imagenet",
+               f"--imagenet_url={url}", f"--pretrained_dir={cache}",
                f"--depth_multiplier={DEPTH}", "--image_size=107", "--batch_size=4",
+               "--probe_epochs=0",  # its random batch-norm statistics are no real backbone's
                "--max_steps=1"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "warm start from" in result.stdout and "restored" in result.stdout, result.stdout
-    assert CountingHandler.requests == ["/models/inception_v3_2016_08_28.tar.gz"]
+    assert LoopbackHandler.requests == [f"/models/{NAME}"]
     # Only the finished extraction stays in the cache: no archive, no partial files.
-    assert os.listdir(cache) == ["inception_v3_2016_08_28"]
-    assert os.listdir(cache / "inception_v3_2016_08_28") == ["inception_v3.ckpt"]
+    entry = warm_start.cache_entry(url, str(cache))
+    assert os.path.basename(entry).startswith("inception_v3_2016_08_28-")
+    assert os.listdir(cache) == [os.path.basename(entry)]
+    assert os.listdir(entry) == ["inception_v3.ckpt"]
     # Cached: a second resolution does not download again.
-    checkpoint = warm_start.resolve("imagenet", imagenet_server, str(cache))
-    assert checkpoint == str(cache / "inception_v3_2016_08_28" / "inception_v3.ckpt")
-    assert len(CountingHandler.requests) == 1
+    checkpoint = warm_start.checkpoint_for("imagenet", url, str(cache))
+    assert checkpoint == os.path.join(entry, "inception_v3.ckpt")
+    assert len(LoopbackHandler.requests) == 1
+
+
+def checkpoint_values(checkpoint):
+    reader = tf.train.load_checkpoint(checkpoint)
+    return reader.get_tensor("InceptionV3/Conv2d_1a_3x3/weights").tolist()
+
+
+def test_html_page_served_as_the_archive_is_refused_then_a_good_url_works(server, tmp_path):
+    cache = str(tmp_path / "pretrained")
+    bad, good = f"{server}/html/{NAME}", f"{server}/a/{NAME}"
+    for _ in range(2):  # refused every time: nothing of it was cached
+        with pytest.raises(warm_start.WarmStartError) as error:
+            warm_start.download_imagenet(bad, cache)
+        assert str(error.value) == f"{bad} is not a tar archive (starts with '<!DOCTYPE html>')"
+        assert os.listdir(cache) == []
+    assert checkpoint_values(warm_start.download_imagenet(good, cache)) == [1.0, 2.0, 3.0]
+    assert os.listdir(cache) == [os.path.basename(warm_start.cache_entry(good, cache))]
+
+
+def test_html_page_is_a_one_line_error_of_train_py(server, tmp_path):
+    write_records(str(tmp_path / "records"), {"train": 4, "test": 2})
+    result = run_script("train.py", "--preset=cpu", f"--records_dir={tmp_path / 'records'}",
+                        f"--train_dir={tmp_path / 'train'}", "--warm_start=imagenet",
+                        f"--imagenet_url={server}/html/{NAME}",
+                        f"--pretrained_dir={tmp_path / 'pretrained'}", "--max_steps=1")
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert errors == [f"train.py: error: {server}/html/{NAME} is not a tar archive "
+                      "(starts with '<!DOCTYPE html>')"], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert os.listdir(tmp_path / "pretrained") == []
+
+
+@pytest.mark.parametrize("route, message", [
+    ("cut", "is truncated or corrupt"),  # no Content-Length: only the gzip stream tells
+    ("short", "stopped after .* of .* bytes"),
+    ("index-only", "incomplete checkpoint: model.ckpt.index without its model.ckpt.data-"),
+    ("zip", r"not a tar archive \(starts with 'PK"),
+    ("gzip-text", r"not a tar archive \(gzip data without a tar archive inside\)"),
+])
+def test_bad_downloads_are_one_line_errors_and_never_cached(server, tmp_path, route, message):
+    cache = str(tmp_path / "pretrained")
+    with pytest.raises(warm_start.WarmStartError, match=message) as error:
+        warm_start.download_imagenet(f"{server}/{route}/{NAME}", cache)
+    assert "\n" not in str(error.value)
+    assert os.listdir(cache) == []
+
+
+def test_non_tar_file_is_a_one_line_error(tmp_path):
+    archive = tmp_path / "inception_v3_2016_08_28.tar.gz"
+    archive.write_bytes(b"\x00\x01 not an archive at all")
+    (tmp_path / "out").mkdir()
+    with pytest.raises(warm_start.WarmStartError) as error:
+        warm_start.safe_extract(str(archive), str(tmp_path / "out"))
+    assert str(error.value) == (f"{archive} is not a tar archive "
+                                "(starts with '\\x00\\x01 not an archive at')")
+
+
+def test_cache_is_keyed_by_url_and_a_damaged_entry_is_downloaded_again(server, tmp_path,
+                                                                       caplog):
+    cache = str(tmp_path / "pretrained")
+    url_a, url_b = f"{server}/a/{NAME}", f"{server}/b/{NAME}"  # same file name, other archives
+    assert checkpoint_values(warm_start.download_imagenet(url_a, cache)) == [1.0, 2.0, 3.0]
+    assert checkpoint_values(warm_start.download_imagenet(url_b, cache)) == [4.0, 5.0, 6.0]
+    entry_a, entry_b = (warm_start.cache_entry(u, cache) for u in (url_a, url_b))
+    assert sorted(os.listdir(cache)) == sorted(os.path.basename(e) for e in (entry_a, entry_b))
+    # What an older version could leave: a "checkpoint" that is an HTML page, and one whose data
+    # is gone. Each is discarded with a warning and downloaded again; the other entry is kept.
+    with open(os.path.join(entry_a, "inception_v3.ckpt"), "wb") as stream:
+        stream.write(b"<!DOCTYPE html><html></html>")
+    data_b = [f for f in os.listdir(entry_b) if ".data-" in f][0]
+    os.remove(os.path.join(entry_b, data_b))
+    LoopbackHandler.requests.clear()
+    with caplog.at_level(logging.WARNING):
+        assert checkpoint_values(warm_start.download_imagenet(url_a, cache)) == [1.0, 2.0, 3.0]
+        assert checkpoint_values(warm_start.download_imagenet(url_b, cache)) == [4.0, 5.0, 6.0]
+    assert LoopbackHandler.requests == [f"/a/{NAME}", f"/b/{NAME}"]
+    warnings = [r.getMessage() for r in caplog.records if "discarding" in r.getMessage()]
+    assert len(warnings) == 2 and "unreadable checkpoint" in warnings[0], warnings
+    assert "without its model.ckpt.data-" in warnings[1], warnings
+    assert sorted(os.listdir(cache)) == sorted(os.path.basename(e) for e in (entry_a, entry_b))
+    # Whole entries are used as they are.
+    warm_start.download_imagenet(url_a, cache)
+    assert len(LoopbackHandler.requests) == 2
+
+
+def test_temporaries_of_a_killed_download_are_removed_by_the_next_run(server, tmp_path):
+    cache = tmp_path / "pretrained"
+    stalled = f"{server}/stall/{NAME}"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from nets import warm_start; "
+         "warm_start.download_imagenet(sys.argv[1], sys.argv[2])", stalled, str(cache)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120  # polls for the half-written download, then kill -9
+        while not any(os.path.getsize(os.path.join(root, f))
+                      for root, _, files in os.walk(cache) for f in files):
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    leftovers = os.listdir(cache)
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-inception_v3_2016_08_28-")
+    # An older version's download temporary of the dead process, and a live process's ones.
+    (cache / f"{NAME}.part-{child.pid}").write_bytes(b"x")
+    live = [f"{NAME}.part-{os.getpid()}", f".tmp-inception_v3_2016_08_28-0123456789ab-"
+            f"{os.getpid()}-abc"]
+    (cache / live[0]).write_bytes(b"x")
+    (cache / live[1]).mkdir()
+    good = f"{server}/a/{NAME}"  # another URL: leftovers of every URL are removed
+    warm_start.download_imagenet(good, str(cache))
+    assert sorted(os.listdir(cache)) == sorted(
+        live + [os.path.basename(warm_start.cache_entry(good, str(cache)))])
 
 
 def test_unreachable_download_is_a_clear_error(tmp_path):

@@ -1,0 +1,108 @@
+"""The start-up the five scripts share (a library module, not a script).
+
+Every script ends with `cli.run(main)`, which gives them the same behaviour:
+- a problem the user must fix is a `UserError` (or a subclass): printed as one line,
+  `<script>.py: error: <message>`, on stderr, exit code 2, no traceback; a bad flag value too;
+- absl logs at WARNING unless --verbosity is given (TensorFlow's INFO lines such as "Restoring
+  parameters from ..." bury the scripts' own output), and TensorFlow's C++ logs at level 2 unless
+  TF_CPP_MIN_LOG_LEVEL is set (hence: a script imports this module before TensorFlow);
+- flags renamed in this release keep their old name for one release (`deprecated_alias`), with a
+  warning naming the new one.
+"""
+import math
+import os
+import sys
+
+from absl import app, flags, logging
+
+# Before TensorFlow is imported (scripts import this module first): its C++ INFO and WARNING lines
+# bury the scripts' own output. TF_CPP_MIN_LOG_LEVEL=0 in the environment brings them back.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FLAGS = flags.FLAGS
+_ALIASES = {}  # old flag name -> new flag name
+
+
+class UserError(Exception):
+    """Something the user must fix (a path, a flag, a file); the message is one line."""
+
+
+def first_line(error):
+    """The line of an exception that says what is wrong (TensorFlow's errors start with
+    "Graph execution error:" and end with node traces)."""
+    message = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(("Graph execution error",
+                                                               "[[", "Detected at node"))]
+    return (useful or lines or [type(error).__name__])[0]
+
+
+def deprecated_alias(old, new):
+    """Keeps `--old` working as another name of `--new` (one release), with a warning."""
+    flags.DEFINE_alias(old, new)
+    FLAGS[old].help = f"Deprecated: use --{new} (this name goes in the next release)."
+    _ALIASES[old] = new
+
+
+def check_range(name, low=None, high=None, low_inclusive=True, high_inclusive=True):
+    """Refuses a float flag's value outside [low, high] (open ends where not inclusive), and NaN
+    or infinity, with a one-line message at parse time. (absl's bounds let NaN through.)"""
+    def valid(value):
+        if value is None:
+            return True
+        if not math.isfinite(value):
+            return False
+        if low is not None and (value < low or (value == low and not low_inclusive)):
+            return False
+        return high is None or value < high or (value == high and high_inclusive)
+
+    left = "" if low is None else ("[" if low_inclusive else "(") + f"{low}"
+    right = "" if high is None else f"{high}" + ("]" if high_inclusive else ")")
+    if low is not None and high is not None:
+        wanted = f"in {left}, {right}"
+    elif low is not None:
+        wanted = f"{'>=' if low_inclusive else '>'} {low}"
+    else:
+        wanted = f"{'<=' if high_inclusive else '<'} {high}"
+    flags.register_validator(name, valid, f"--{name} must be a finite number {wanted}")
+
+
+def _program():
+    return os.path.basename(sys.argv[0]) or "script"
+
+
+def fail(message):
+    """Prints `<script>: error: <message>` on stderr and exits 2."""
+    print(f"{_program()}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    try:
+        return FLAGS(argv)
+    except flags.Error as error:
+        fail(first_line(error))
+
+
+def _set_up_logging():
+    if not FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
+    for old, new in _ALIASES.items():
+        if FLAGS[old].present:
+            logging.warning("--%s is deprecated and goes in the next release: use --%s", old, new)
+
+
+def run(main):
+    """Runs `main(argv)` as a script: flags parsed, logs set up, UserError -> one line, exit 2."""
+
+    def guarded(argv):
+        _set_up_logging()
+        try:
+            return main(argv)
+        except UserError as error:
+            fail(error)
+        except KeyboardInterrupt:
+            print(f"{_program()}: interrupted", file=sys.stderr)
+            sys.exit(130)
+
+    app.run(guarded, flags_parser=_parse_flags)

@@ -1,0 +1,104 @@
+"""Scoring a split with saved checkpoints: the inference graph evaluate.py runs.
+
+One graph per run (inference mode: batch norm uses its moving averages), restored once per
+checkpoint with tf.train.Saver; the eval input (data/pipeline.py's eval_dataset, the same eval
+preprocessing as training and prediction) is re-initialised for each checkpoint, so every
+image is scored exactly once per checkpoint, the last partial batch included.
+"""
+import os
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from tqdm import tqdm
+
+import cli
+from data import harrison, pipeline
+from evaluation import metrics
+from nets import model, train_dir
+
+class EvaluationError(cli.UserError):
+    """Something the user must fix before evaluating."""
+
+
+def check_vocab(records_dir, records_vocab, model_dir, model_vocab):
+    """EvaluationError when the records' tag ids do not mean the same tags as the model's."""
+    difference = train_dir.vocab_difference(records_vocab, model_vocab)
+    if difference:
+        raise EvaluationError(f"the vocabulary of {records_dir} differs from the model's "
+                              f"({model_dir}/vocab.txt): {difference}; evaluate on the records "
+                              "the model was trained with")
+
+
+class Scorer:
+    """The inference graph of one train_dir's model over one split of the records."""
+
+    def __init__(self, config, records_dir, split, batch_size):
+        self.config = config
+        self.records_dir = records_dir
+        self.split = split
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            dataset = pipeline.eval_dataset(records_dir, split, int(config["image_size"]),
+                                            batch_size, int(config["num_tags"]))
+            self.iterator = tf.data.make_initializable_iterator(dataset)
+            batch = self.iterator.get_next()
+            self.fetches = {"scores": model.build_scores(batch["images"], config),
+                            "labels": batch["labels"], "path": batch["path"]}
+            self.saver = tf.train.Saver()
+            # The model inputs are fetched only for the batches the contact sheet shows.
+            self.fetches_with_images = dict(self.fetches, images=batch["images"])
+        self.session = tf.Session(graph=self.graph)
+
+    def restore(self, checkpoint):
+        with self.graph.as_default():  # outside its graph, Saver.restore takes an eager path
+            train_dir.check_fits(checkpoint, self.config, tf.global_variables())
+            try:
+                self.saver.restore(self.session, train_dir.tf_path(checkpoint))
+            except (tf.errors.OpError, ValueError) as error:
+                raise EvaluationError(f"cannot restore {checkpoint}: {cli.first_line(error)}") \
+                    from None
+
+    def score(self, checkpoint, keep_images=0):
+        """Scores every image of the split with `checkpoint`.
+
+        Returns dict: scores float32 [N, T], labels bool [N, T], paths [N] (str) and images
+        (the first `keep_images` model inputs, for the contact sheet).
+        """
+        self.restore(checkpoint)
+        self.session.run(self.iterator.initializer)
+        scores, labels, paths, images = [], [], [], []
+        try:
+            total = harrison.split_images(self.records_dir, self.split)
+        except harrison.FormatError:
+            total = None  # records without a manifest (made by hand) are scored all the same
+        with tqdm(total=total, unit="img",
+                  desc=f"{os.path.basename(checkpoint)} {self.split}", dynamic_ncols=True) as bar:
+            while True:
+                fetches = self.fetches_with_images if len(images) < keep_images else self.fetches
+                try:
+                    batch = self.session.run(fetches)
+                except tf.errors.OutOfRangeError:
+                    break
+                scores.append(batch["scores"])
+                labels.append(batch["labels"] > 0.5)
+                paths.extend(path.decode("utf-8") for path in batch["path"])
+                if len(images) < keep_images:
+                    images.extend(batch["images"][:keep_images - len(images)])
+                bar.update(len(batch["path"]))
+        if not paths:
+            raise EvaluationError(f"the {self.split!r} split of {self.records_dir} has no images")
+        return {"scores": np.concatenate(scores), "labels": np.concatenate(labels),
+                "paths": paths, "images": images}
+
+    def close(self):
+        self.session.close()
+
+
+def evaluate_scored(scored, train_counts, top_k):
+    """(model metrics, popularity metrics) on the same images."""
+    if not scored["labels"].any():
+        raise EvaluationError("no scored image has a tag of the vocabulary: nothing to measure")
+    model = metrics.evaluate(scored["scores"], scored["labels"], top_k)
+    popularity = metrics.evaluate(
+        metrics.popularity_scores(train_counts, len(scored["paths"])), scored["labels"], top_k)
+    return model, popularity
