@@ -114,15 +114,18 @@ def run_keras(args, records_dir):
     """keras.applications.InceptionV3 + sigmoid head, model.fit on data/pipeline.py's input."""
     import keras
 
-    from data import pipeline
+    from data import pipeline, preprocessing
     backbone = keras.applications.InceptionV3(
         weights=None, include_top=False, pooling="avg",
         input_shape=(args.image_size, args.image_size, 3))
     model = keras.Sequential([backbone, keras.layers.Dense(NUM_TAGS, activation="sigmoid")])
     model.compile(optimizer=keras.optimizers.RMSprop(0.01, rho=0.9, momentum=0.9, epsilon=1.0),
                   loss="binary_crossentropy")
+    # The CPU part of the input, then the batched flip and colour train.py runs in its graph.
     dataset = pipeline.train_dataset(records_dir, args.image_size, args.batch_size, NUM_TAGS,
-                                     shuffle_buffer=64)
+                                     shuffle_buffer=64).map(
+        lambda batch: (preprocessing.distort_batch(batch["images"], batch["draws"]),
+                       batch["labels"]))
 
     class Timer(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):

@@ -286,7 +286,7 @@ def build_restorer(checkpoint, exclude_scopes=DEFAULT_EXCLUDE_SCOPES, variables=
             "--checkpoint_exclude_scopes)")
     if not restore:
         raise WarmStartError(f"nothing to restore from {checkpoint}: every variable is excluded")
-    saver = tf.train.Saver(var_list=restore, sharded=False)
+    saver = tf.train.Saver(var_list=list(restore.values()), sharded=False)
 
     def restore_fn(session):
         saver.restore(session, train_dir.tf_path(checkpoint))
