@@ -51,7 +51,8 @@ TEMP_PATTERN = re.compile(r"^(\.tmp-.*|\.?(train|val|test|vocab|manifest|tag_sta
                           r"\.preprocess-run).*\.tmp(-\d+)?)$")
 RUN_FILE = ".preprocess-run.json"  # the settings of the run in progress (or last run)
 LOCK_FILE = ".preprocess.lock"  # held while a run writes the folder (atomic.exclusive)
-OUTPUT_FILES = (harrison.MANIFEST_FILE, harrison.VOCAB_FILE, "tag_stats.csv", "split.csv", RUN_FILE)
+OUTPUT_FILES = (harrison.MANIFEST_FILE, harrison.VOCAB_FILE, harrison.TAG_STATS_FILE, "split.csv",
+                RUN_FILE)
 RESIZE_POLICY = "shorter side resized to image_size, aspect ratio kept, no crop (bicubic)"
 
 
@@ -422,7 +423,7 @@ def _write_metadata(output_dir, settings, vocab, entries, split_of, summaries, s
     for split in splits:
         ids = [tag for index in kept if split_of[index] == split for tag in entries[index].tag_ids]
         stats[split] = np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(vocab))
-    _write_csv(stats, os.path.join(output_dir, "tag_stats.csv"))
+    _write_csv(stats, os.path.join(output_dir, harrison.TAG_STATS_FILE))
 
     # A shard name of an earlier run with other image decode results (same settings) goes too.
     final_shards = {name for split in splits for name in summaries[split]["shards"]}

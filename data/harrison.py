@@ -27,6 +27,7 @@ VOCAB_INDEX = "vocab_index.txt"
 # What preprocess.py writes beside the shards (the record schema itself is in data/records.py).
 VOCAB_FILE = "vocab.txt"
 MANIFEST_FILE = "manifest.json"
+TAG_STATS_FILE = "tag_stats.csv"  # per-tag image counts of each split
 
 
 class FormatError(cli.UserError):

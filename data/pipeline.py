@@ -13,10 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 import cli
-from data import preprocessing, records
-
-
-TAG_STATS_FILE = "tag_stats.csv"  # preprocess.py's per-tag counts of each split
+from data import harrison, preprocessing, records
 
 
 class InputError(cli.UserError):
@@ -92,7 +89,7 @@ def tag_counts(records_dir, vocab, split="train"):
     From preprocess.py's tag_stats.csv (its column of the split) when present; otherwise
     counted from the split's TFRecords' tag lists (eager mode).
     """
-    path = os.path.join(records_dir, TAG_STATS_FILE)
+    path = os.path.join(records_dir, harrison.TAG_STATS_FILE)
     if os.path.isfile(path):
         with open(path, encoding="utf-8", newline="") as stream:
             rows = list(csv.DictReader(stream))
