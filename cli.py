@@ -62,9 +62,38 @@ def check_range(name, low=None, high=None, low_inclusive=True, high_inclusive=Tr
         wanted = f"in {left}, {right}"
     elif low is not None:
         wanted = f"{'>=' if low_inclusive else '>'} {low}"
-    else:
+    elif high is not None:
         wanted = f"{'<=' if high_inclusive else '<'} {high}"
-    flags.register_validator(name, valid, f"--{name} must be a finite number {wanted}")
+    else:
+        wanted = ""
+    flags.register_validator(name, valid, f"--{name} must be a finite number {wanted}".strip())
+
+
+def define_flags(table, help_text):
+    """Defines an absl flag for each row of `table` (nets/settings.py's Setting rows: name,
+    default, kind, choices, range, check) with the help `help_text(row)`, in the calling
+    script's module (so its --help lists them), with the range checked at parse time: absl's
+    bounds for integers, `check_range` (NaN refused) for floats."""
+    caller = sys._getframe(1).f_globals["__name__"]
+    module = {"module_name": sys.argv[0] if caller == "__main__" else caller}
+    for row in table:
+        text = help_text(row)
+        if row.kind == "enum":
+            flags.DEFINE_enum(row.name, row.default, list(row.choices), text, **module)
+        elif row.kind is bool:
+            flags.DEFINE_bool(row.name, row.default, text, **module)
+        elif row.kind is int:
+            flags.DEFINE_integer(row.name, row.default, text, lower_bound=row.low,
+                                 upper_bound=row.high, **module)
+        elif row.kind is float:
+            flags.DEFINE_float(row.name, row.default, text, **module)
+            check_range(row.name, row.low, row.high, row.ends[0] == "[", row.ends[1] == "]")
+        elif row.kind == "list":
+            flags.DEFINE_list(row.name, row.default, text, **module)
+        else:
+            flags.DEFINE_string(row.name, row.default, text, **module)
+        if row.check:
+            flags.register_validator(row.name, *row.check)
 
 
 def _program():

@@ -5,8 +5,8 @@
 
 Three contenders train the same model size on the same data, each in a fresh subprocess, one
 after the other (so they never share the CPU):
-- floor: train.py's training graph (nets/training.py model + loss + RMSProp) fed one constant,
-  in-memory batch: the model's own speed, no input pipeline at all;
+- floor: train.py's training step (nets/train_step.py: the batched augmentation, model, loss,
+  RMSProp) fed one constant, in-memory batch: the model's own speed, no input pipeline at all;
 - train.py: the real script on TFRecords of HARRISON-sized JPEGs (decode, inception
   augmentation, shuffle, prefetch), its images/s read from its TensorBoard summaries;
 - keras: `keras.applications.InceptionV3` (weights=None) + a 997-way sigmoid head,
@@ -61,20 +61,22 @@ def run_floor(args):
     import numpy as np
     import tensorflow.compat.v1 as tf
 
-    from nets import training
+    from nets import distribution, recipe, train_step
     # The default (gpu) recipe, sized by the bench's arguments.
-    settings = training.recipe("gpu", image_size=args.image_size,
+    settings = recipe.settings("gpu", image_size=args.image_size,
                                depth_multiplier=args.depth_multiplier, batch_size=args.batch_size)
     rng = np.random.default_rng(0)
     with tf.Graph().as_default():
-        images = tf.constant(rng.uniform(-1, 1, (args.batch_size, args.image_size,
-                                                 args.image_size, 3)).astype(np.float32))
-        labels = tf.constant((rng.uniform(size=(args.batch_size, NUM_TAGS)) < 0.005)
-                             .astype(np.float32))
-        model = training.build_training(settings, images, labels, NUM_TAGS, 1000, 100,
-                                        mixed_precision=False)
-        with tf.Session(config=training.session_config(False, False, False)) as session:
-            session.run(tf.global_variables_initializer())
+        batch = {"images": rng.integers(0, 256, (args.batch_size, args.image_size,
+                                                 args.image_size, 3), dtype=np.uint8),
+                 "draws": rng.uniform(size=(args.batch_size, 5)).astype(np.float32),
+                 "labels": (rng.uniform(size=(args.batch_size, NUM_TAGS)) < 0.005)
+                 .astype(np.float32)}
+        model = train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(),
+                                       NUM_TAGS, 1000, 100, mixed_precision=False)
+        config = distribution.Distribution("none").session_config()
+        with tf.Session(config=config) as session:
+            session.run([tf.global_variables_initializer()] + model["initializers"])
             for _ in range(args.warmup):
                 session.run(model["train_op"])
             start = time.perf_counter()

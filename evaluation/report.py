@@ -142,50 +142,51 @@ def write_contact_sheet(path, images, image_paths, true_tags, predictions, title
     wrote is green, bold and checked, in both columns.
     """
     from PIL import Image, ImageDraw
-    font, bold, check = _fonts(15)
-    small, _, _ = _fonts(12)
     title_font = _fonts(20)[1]
-    green, grey, ink = (20, 130, 40), (110, 110, 110), (25, 25, 25)
     line = 20
     max_true = max([len(tags) for tags in true_tags] + [k])
-    card_width = max(2 * thumb, 460)
-    card_height = thumb + 30 + line * (max_true + 1) + 14
+    card = (max(2 * thumb, 460), thumb + 30 + line * (max_true + 1) + 14)  # width, height
     rows = max(1, math.ceil(len(images) / columns))
     header = 50
-    sheet = Image.new("RGB", (columns * card_width + (columns + 1) * 12,
-                              header + rows * (card_height + 12)), "white")
+    sheet = Image.new("RGB", (columns * card[0] + (columns + 1) * 12,
+                              header + rows * (card[1] + 12)), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((12, 12), title, fill=ink, font=title_font)
-
+    draw.text((12, 12), title, fill=(25, 25, 25), font=title_font)
     for index, (image, image_path, truth, predicted) in enumerate(
             zip(images, image_paths, true_tags, predictions)):
-        left = 12 + (index % columns) * (card_width + 12)
-        top = header + (index // columns) * (card_height + 12)
-        draw.rectangle([left, top, left + card_width - 1, top + card_height - 1],
+        left = 12 + (index % columns) * (card[0] + 12)
+        top = header + (index // columns) * (card[1] + 12)
+        draw.rectangle([left, top, left + card[0] - 1, top + card[1] - 1],
                        outline=(200, 200, 200))
         picture = Image.fromarray(image).resize((thumb, thumb), Image.BILINEAR)
-        sheet.paste(picture, (left + (card_width - thumb) // 2, top + 6))
-        y = top + thumb + 10
-        name = image_path if len(image_path) <= 60 else "..." + image_path[-57:]
-        draw.text((left + 8, y), name, fill=grey, font=small)
-        top_k = predicted[:k]
-        hits = {tag for tag, _ in top_k} & set(truth)
-        y += line
-        column = card_width // 2
-        draw.text((left + 8, y), f"predicted (top {k})", fill=ink, font=bold)
-        draw.text((left + column, y), f"user tags ({len(hits)}/{len(truth)} found)", fill=ink,
-                  font=bold)
-        for row, (tag, score) in enumerate(top_k, start=1):
-            hit = tag in hits
-            draw.text((left + 8, y + row * line),
-                      f"{check if hit else ' '} #{tag}  {score:.2f}",
-                      fill=green if hit else ink, font=bold if hit else font)
-        for row, tag in enumerate(truth, start=1):
-            hit = tag in hits
-            draw.text((left + column, y + row * line), f"{check if hit else ' '} #{tag}",
-                      fill=green if hit else ink, font=bold if hit else font)
+        sheet.paste(picture, (left + (card[0] - thumb) // 2, top + 6))
+        _draw_card_text(draw, left, top + thumb + 10, card[0], image_path, truth,
+                        predicted[:k], k, line)
     with atomic_path(path) as temporary:
         sheet.save(temporary, format="PNG")
+
+
+def _draw_card_text(draw, left, y, width, image_path, truth, top_k, k, line):
+    """A card's text: the image's path, then its top-k tags beside the user's, hits in green."""
+    font, bold, check = _fonts(15)
+    small, _, _ = _fonts(12)
+    green, grey, ink = (20, 130, 40), (110, 110, 110), (25, 25, 25)
+    name = image_path if len(image_path) <= 60 else "..." + image_path[-57:]
+    draw.text((left + 8, y), name, fill=grey, font=small)
+    hits = {tag for tag, _ in top_k} & set(truth)
+    y += line
+    column = width // 2
+    draw.text((left + 8, y), f"predicted (top {k})", fill=ink, font=bold)
+    draw.text((left + column, y), f"user tags ({len(hits)}/{len(truth)} found)", fill=ink,
+              font=bold)
+    for row, (tag, score) in enumerate(top_k, start=1):
+        hit = tag in hits
+        draw.text((left + 8, y + row * line), f"{check if hit else ' '} #{tag}  {score:.2f}",
+                  fill=green if hit else ink, font=bold if hit else font)
+    for row, tag in enumerate(truth, start=1):
+        hit = tag in hits
+        draw.text((left + column, y + row * line), f"{check if hit else ' '} #{tag}",
+                  fill=green if hit else ink, font=bold if hit else font)
 
 
 # ----------------------------------------------------------------------------- by step

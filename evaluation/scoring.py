@@ -49,22 +49,13 @@ class Scorer:
             self.fetches_with_images = dict(self.fetches, images=batch["images"])
         self.session = tf.Session(graph=self.graph)
 
-    def restore(self, checkpoint):
-        with self.graph.as_default():  # outside its graph, Saver.restore takes an eager path
-            train_dir.check_fits(checkpoint, self.config, tf.global_variables())
-            try:
-                self.saver.restore(self.session, train_dir.tf_path(checkpoint))
-            except (tf.errors.OpError, ValueError) as error:
-                raise EvaluationError(f"cannot restore {checkpoint}: {cli.first_line(error)}") \
-                    from None
-
     def score(self, checkpoint, keep_images=0):
         """Scores every image of the split with `checkpoint`.
 
         Returns dict: scores float32 [N, T], labels bool [N, T], paths [N] (str) and images
         (the first `keep_images` model inputs, for the contact sheet).
         """
-        self.restore(checkpoint)
+        train_dir.restore_model(self.session, checkpoint, self.config, self.saver)
         self.session.run(self.iterator.initializer)
         scores, labels, paths, images = [], [], [], []
         try:

@@ -79,14 +79,6 @@ def load_model(model_path):
     return checkpoint, directory, config, vocab
 
 
-def _restore(session, checkpoint, config):
-    train_dir.check_fits(checkpoint, config, tf.global_variables())
-    try:
-        tf.train.Saver().restore(session, train_dir.tf_path(checkpoint))
-    except (tf.errors.OpError, ValueError) as error:
-        raise TaggerError(f"cannot restore {checkpoint}: {cli.first_line(error)}") from None
-
-
 class _SessionTagger:
     """A tagging graph in a session: `tag()` encoded images, `tag_each()` with per-image errors.
     Subclasses set graph, session, images (the input), outputs (tags, scores), config, vocab
@@ -137,7 +129,7 @@ class Tagger(_SessionTagger):
             self.images = tf.placeholder(tf.string, [None], name=INPUT_NAME)
             self.outputs = build_tagger(self.images, self.config, self.vocab, top_k)
             self.session = tf.Session(graph=self.graph)
-            _restore(self.session, self.checkpoint, self.config)
+            train_dir.restore_model(self.session, self.checkpoint, self.config)
         self.graph.finalize()
 
 
@@ -267,7 +259,7 @@ def _write_saved_model(folder, checkpoint, directory, config, vocab, top_k):
             tf.add_to_collection(tf.GraphKeys.ASSET_FILEPATHS, tf.constant(
                 os.path.join(directory, name), name=f"asset_{name}"))
         with tf.Session(graph=graph) as session:
-            _restore(session, checkpoint, config)
+            train_dir.restore_model(session, checkpoint, config)
             signature = tf.saved_model.predict_signature_def(
                 inputs={INPUT_NAME: images},
                 outputs={name: outputs[name] for name in OUTPUT_NAMES})

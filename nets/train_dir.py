@@ -316,6 +316,19 @@ def restore_map(checkpoint, variables):
     return restore, missing, mismatched
 
 
+def restore_model(session, checkpoint, config, saver=None):
+    """Restores the model of `config` in the session's graph from `checkpoint`, once it is known
+    to fit (`check_fits`), with `saver` (default: a Saver of every global variable). A
+    checkpoint that fails to restore is a TrainDirError in one line."""
+    variables = session.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
+    check_fits(checkpoint, config, variables)
+    try:
+        with session.graph.as_default():  # outside its graph, Saver.restore takes an eager path
+            (saver or tf.train.Saver()).restore(session, tf_path(checkpoint))
+    except (tf.errors.OpError, ValueError) as error:
+        raise TrainDirError(f"cannot restore {checkpoint}: {cli.first_line(error)}") from None
+
+
 def check_fits(checkpoint, config, variables):
     """TrainDirError unless `checkpoint` holds every one of `variables` (the scoring graph's)
     with its shape: a checkpoint of another model is a one-line error before any restore, not

@@ -133,9 +133,9 @@ def step_comparison(out):
     [h, h], 1 device on h. Prints JSON: differences of the saved variables and of the updates."""
     import tensorflow.compat.v1 as tf
 
-    from nets import training
+    from nets import distribution, recipe, train_step, training
     tf.disable_eager_execution()
-    settings = training.recipe("cpu", image_size=75, depth_multiplier=0.1, batch_size=8,
+    settings = recipe.settings("cpu", image_size=75, depth_multiplier=0.1, batch_size=8,
                                dropout_keep_prob=1.0, warmup_steps=0, records_dir=out)
     rng = np.random.default_rng(0)
     half = {"images": rng.integers(0, 256, (4, 75, 75, 3), dtype=np.uint8),
@@ -144,17 +144,17 @@ def step_comparison(out):
     whole = {name: np.concatenate([value, value]) for name, value in half.items()}
 
     def step(name, batch, devices=None):
-        distribution = training.Distribution("mirrored" if devices else "none", devices)
-        strategy = distribution.strategy
+        distributed = distribution.Distribution("mirrored" if devices else "none", devices)
+        strategy = distributed.strategy
         with tf.Graph().as_default(), strategy.scope() if strategy else nullcontext():
             tf.set_random_seed(0)
-            run = training.build_steps(dict(settings, batch_size=len(batch["images"])),
-                                       tf.data.Dataset.from_tensors(batch).repeat(), 5, 100,
-                                       10, False, strategy)
+            run = train_step.build_steps(dict(settings, batch_size=len(batch["images"])),
+                                         tf.data.Dataset.from_tensors(batch).repeat(), 5, 100,
+                                         10, False, strategy)
             saver = tf.train.Saver()
             start = os.path.join(out, "start")
             restore = training.resume_saver(start) if os.path.exists(start + ".index") else None
-            config = training.session_config(False, False, False, distribution)
+            config = distributed.session_config()
             with tf.Session(config=config) as session:
                 session.run([tf.global_variables_initializer()] + run["initializers"])
                 if restore:

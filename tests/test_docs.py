@@ -192,3 +192,48 @@ def test_every_relative_link_points_at_a_file():
                 elif fragment and path.endswith(".md") and fragment not in set(anchors(path)):
                     missing.append(f"{name}:{number}: {target}: no such heading in {path}")
     assert not missing, "links to nothing:\n" + "\n".join(missing)
+
+
+def flag_table(name, heading):
+    """{flag name: [cells after the flag]} of the Markdown table under `heading` in `name`."""
+    with open(os.path.join(REPO, name), encoding="utf-8") as stream:
+        lines = stream.read().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0].splitlines()
+    rows = {}
+    for line in lines:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        flag = re.fullmatch(r"`--(\w+)`", cells[0])
+        if line.startswith("|") and flag:
+            rows[flag.group(1)] = [cell.replace("`", "") for cell in cells[1:]]
+    return rows
+
+
+def shown_as(value, cell):
+    """Whether a cell of a docs table shows `value`: a number as that number, a string as
+    itself, a bool as on/off, and an unset value (None) in words, never as a number."""
+    if value is None:
+        return bool(cell) and not re.fullmatch(r"[-+.\deE]+", cell)
+    if isinstance(value, bool):
+        return cell == ("on" if value else "off")
+    if isinstance(value, (int, float)):
+        try:
+            return float(cell) == value
+        except ValueError:
+            return False
+    return cell == value
+
+
+def test_the_train_flag_table_in_the_docs_is_the_recipe_table():
+    # One table of settings (nets/recipe.py) makes train.py's flags; docs/train.md shows it: a
+    # setting added to (or changed in) one and not the other fails here.
+    from nets import recipe
+    documented = flag_table("docs/train.md", "Flags")
+    assert sorted(documented) == sorted(recipe.BY_NAME), "docs/train.md's flag table vs the table"
+    wrong = []
+    for name, (default, cpu, *_) in documented.items():
+        setting = recipe.BY_NAME[name]
+        if not shown_as(setting.default, default):
+            wrong.append(f"--{name}: default {default!r} in the docs, {setting.default!r} in code")
+        preset = setting.presets.get("cpu")
+        if (cpu or preset is not None) and not shown_as(preset, cpu):
+            wrong.append(f"--{name}: --preset=cpu {cpu!r} in the docs, {preset!r} in code")
+    assert not wrong, "\n".join(wrong)

@@ -233,7 +233,7 @@ def test_the_distortion_is_the_same_for_the_same_seed_in_a_v1_graph_on_any_batch
     draws = np.random.default_rng(4).uniform(size=(4, preprocessing.NUM_DRAWS)).astype(
         np.float32)
     graph = tf.Graph()
-    with graph.as_default():  # as nets/training.py builds it: a tf.compat.v1 graph
+    with graph.as_default():  # as nets/train_step.py builds it: a tf.compat.v1 graph
         whole = preprocessing.distort_batch(tf.constant(crops), tf.constant(draws))
         halves = [preprocessing.distort_batch(tf.constant(crops[i:i + 2]),
                                               tf.constant(draws[i:i + 2])) for i in (0, 2)]

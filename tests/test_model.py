@@ -1,10 +1,10 @@
 """nets/model.py: the model's names and shapes, the loss math against hand-computed values,
-precision@1; nets/training.py's learning-rate schedule."""
+precision@1; nets/optimization.py's learning-rate schedule."""
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from nets import model, training
+from nets import model, optimization, recipe, train_step
 
 
 def run(tensor, feed=None):
@@ -85,8 +85,8 @@ def test_scores_are_sigmoid_or_softmax_of_the_logits():
 def test_learning_rate_warms_up_then_decays():
     with tf.Graph().as_default():
         step = tf.placeholder(tf.int64, [])
-        exponential = training.learning_rate_schedule(step, 0.1, 1000, 10, "exponential", 100)
-        cosine = training.learning_rate_schedule(step, 0.1, 1010, 10, "cosine")
+        exponential = optimization.learning_rate_schedule(step, 0.1, 1000, 10, "exponential", 100)
+        cosine = optimization.learning_rate_schedule(step, 0.1, 1010, 10, "cosine")
         with tf.Session() as session:
             values = {s: session.run([exponential, cosine], {step: s})
                       for s in (0, 9, 10, 109, 110, 1010)}
@@ -129,13 +129,15 @@ def test_a_new_head_starts_at_the_loss_of_the_tag_priors(loss):
     labels = (rng.uniform(size=(200, 6)) < frequencies).astype(np.float32)
     counts = labels.sum(axis=0)
     biases = model.prior_biases(counts, len(labels), loss)
-    settings = training.recipe("cpu", image_size=107, depth_multiplier=0.1, loss=loss)
+    settings = recipe.settings("cpu", image_size=107, depth_multiplier=0.1, loss=loss,
+                               batch_size=200)
     with tf.Graph().as_default():
-        images = tf.random.uniform([200, 107, 107, 3], -1, 1, seed=3)
-        run_ops = training.build_training(settings, images, tf.constant(labels), 6, 10, 1,
-                                          mixed_precision=False)
+        batch = {"images": rng.integers(0, 256, (200, 107, 107, 3), dtype=np.uint8),
+                 "draws": rng.uniform(size=(200, 5)).astype(np.float32), "labels": labels}
+        run_ops = train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(),
+                                         6, 10, 1, mixed_precision=False)
         with tf.Session() as session:
-            session.run(tf.global_variables_initializer())
+            session.run([tf.global_variables_initializer()] + run_ops["initializers"])
             session.run(model.initialize_heads_op("inception_v3", biases))
             summaries = tf.Summary.FromString(session.run(run_ops["summaries"]))
     values = {v.tag: v.simple_value for v in summaries.value}

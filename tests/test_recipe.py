@@ -15,7 +15,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import check_run, run_script
-from nets import linear_probe, model, train_dir, training, warm_start
+from nets import linear_probe, model, optimization, recipe, train_dir, warm_start
 from train_records import write_records
 
 # The sample's small images and network (--preset=cpu) with the GPU recipe's fine-tuning rate.
@@ -169,11 +169,11 @@ def test_a_model_no_better_than_popularity_is_reported_loudly(tmp_path):
 
 
 def test_the_recipe_schedule_warms_up_then_anneals_to_one_percent():
-    settings = training.recipe("gpu")
+    settings = recipe.settings("gpu")
     total = 6000
     with tf.Graph().as_default():
         step = tf.placeholder(tf.int64, [])
-        rate = training.learning_rate_schedule(
+        rate = optimization.learning_rate_schedule(
             step, settings["learning_rate"], total, settings["warmup_steps"],
             settings["learning_rate_decay"])
         with tf.Session() as session:

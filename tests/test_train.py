@@ -16,7 +16,7 @@ import tensorflow.compat.v1 as tf
 
 from data import harrison
 from nets import train_dir as train_dir_lib
-from nets import training
+from nets import distribution, optimization, recipe, train_step
 from train_records import VOCAB, write_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,16 +110,20 @@ def test_train_dir_of_another_vocabulary_is_a_clear_error(killed_and_resumed,
 def test_mixed_precision_graph_trains_on_cpu_with_loss_scaling(monkeypatch):
     # The GPU path (grappler's auto_mixed_precision) cannot run here; its CPU emulation
     # (auto_mixed_precision_cpu) runs the same float16-cast graph and the same loss scaling.
-    settings = training.recipe("cpu", image_size=75, depth_multiplier=0.1)
+    settings = recipe.settings("cpu", image_size=75, depth_multiplier=0.1, batch_size=4)
+    rng = np.random.default_rng(1)
+    batch = {"images": rng.integers(0, 256, (4, 75, 75, 3), dtype=np.uint8),
+             "draws": rng.uniform(size=(4, 5)).astype(np.float32),
+             "labels": (rng.uniform(size=(4, 5)) > 0.5).astype(np.float32)}
     with tf.Graph().as_default():
-        images = tf.random.uniform([4, 75, 75, 3], -1, 1, seed=1)
-        labels = tf.cast(tf.random.uniform([4, 5], seed=2) > 0.5, tf.float32)
-        model = training.build_training(settings, images, labels, 5, 100, 10, mixed_precision=True)
+        model = train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(), 5,
+                                       100, 10, mixed_precision=True)
         scale = [v for v in tf.global_variables()
-                 if v.op.name == training.LOSS_SCALE_SCOPE + "/current_loss_scale"]
+                 if v.op.name == optimization.LOSS_SCALE_SCOPE + "/current_loss_scale"]
         assert scale
-        with tf.Session(config=training.session_config(True, gpu=False, xla=False)) as session:
-            session.run(tf.global_variables_initializer())
+        config = distribution.Distribution("none").session_config(True, gpu=False, xla=False)
+        with tf.Session(config=config) as session:
+            session.run([tf.global_variables_initializer()] + model["initializers"])
             metadata = tf.RunMetadata()
             session.run(model["train_op"], options=tf.RunOptions(output_partition_graphs=True),
                         run_metadata=metadata)
