@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import check_run, run_script
+from conftest import check_run, run_script, run_train
 from nets import linear_probe, model, train_dir, training, warm_start
 from train_records import write_records
 
@@ -160,11 +160,9 @@ def test_a_model_no_better_than_popularity_is_reported_loudly(tmp_path):
     records = str(tmp_path / "records")
     write_records(records, {"train": 32, "val": 16, "test": 4})
     backbone = save_random_backbone(str(tmp_path / "backbone" / "model.ckpt"))
-    result = check_run(run_script("train.py", "--preset=cpu", "--image_size=75",
-                                  "--depth_multiplier=0.1", "--batch_size=8", "--max_steps=2",
-                                  "--learning_rate=1e-9", "--probe_epochs=0",
-                                  f"--warm_start={backbone}", f"--records_dir={records}",
-                                  f"--train_dir={tmp_path / 'train'}"))
+    result = check_run(run_train(records, str(tmp_path / "train"), "--max_steps=2",
+                                 "--learning_rate=1e-9", "--probe_epochs=0",
+                                 f"--warm_start={backbone}"))
     assert "does NOT beat the popularity baseline on the val split" in result.stderr
 
 

@@ -222,13 +222,12 @@ def test_train_py_warm_starts_from_imagenet_through_a_loopback_download(server, 
     write_records(str(tmp_path / "records"), {"train": 8, "test": 2})
     cache = tmp_path / "pretrained"
     LoopbackHandler.requests.clear()
-    command = [sys.executable, "train.py", "--preset=cpu", f"--records_dir={tmp_path / 'records'}",
-               f"--train_dir={tmp_path / 'train'}", "--warm_start=imagenet",
-               f"--imagenet_url={url}", f"--pretrained_dir={cache}",
-               f"--depth_multiplier={DEPTH}", "--image_size=107", "--batch_size=4",
-               "--probe_epochs=0",  # its random batch-norm statistics are no real backbone's
-               "--max_steps=1"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_script("train.py", "--preset=cpu", f"--records_dir={tmp_path / 'records'}",
+                        f"--train_dir={tmp_path / 'train'}", "--warm_start=imagenet",
+                        f"--imagenet_url={url}", f"--pretrained_dir={cache}",
+                        f"--depth_multiplier={DEPTH}", "--image_size=107", "--batch_size=4",
+                        "--probe_epochs=0",  # its random batch-norm statistics: no real backbone's
+                        "--max_steps=1", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "warm start from" in result.stdout and "restored" in result.stdout, result.stdout
     assert LoopbackHandler.requests == [f"/models/{NAME}"]
