@@ -5,14 +5,17 @@ The cells run exactly as they are in the file. Only the settings change, through
 environment variables the settings cell (the first code cell) reads: /content becomes a
 temporary folder, the repository a local clone of this working tree (file://), the archive
 check takes the size of the test's archive, the dataset's lists and HARRISON_fixed.zip come
-from file:// URLs, and training is a tiny from-scratch run. `google.colab` is the local stand-in
+from file:// URLs, training is a tiny from-scratch run, and section 1's demo is skipped
+(RUN_DEMO): conftest's demo_run runs the same `bash demo.sh`. `google.colab` is the local stand-in
 in tests/colab_standin (Drive: a temporary folder; upload: three test photos; download: a copy),
 put on the kernel's PYTHONPATH here only. Where a user puts HARRISON_full.tar sits the built-in
 sample (40 images) packed as a tar with one image cut short, and the fixed zip holds that image
 whole. Nothing reaches the network: pip runs with PIP_NO_INDEX, and the archive is on the
 "Drive", so the BitTorrent branch is not taken (it needs the real swarm).
 
-The training cell runs twice, as after a disconnect: the kernel is interrupted (the stop
+The kernel's `python3` is the interpreter running the tests (a virtualenv's too), and a `!`
+command that fails fails the test with its own output (kernel_settings). The training cell runs
+twice, as after a disconnect: the kernel is interrupted (the stop
 button) as soon as the first run has saved a checkpoint, and again once the second run has
 resumed from it and saved a newer one. No timing is asserted: each interruption waits for a
 file to appear.
@@ -41,8 +44,8 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from PIL import Image
 
-from conftest import (DEMO_TRAIN_FLAGS, REPO, TINY_PREPROCESS_FLAGS, TINY_SAMPLE_IMAGES,
-                      TINY_TRAIN_FLAGS, checkpoint_steps)
+from conftest import (REPO, TINY_PREPROCESS_FLAGS, TINY_SAMPLE_IMAGES, TINY_TRAIN_FLAGS,
+                      checkpoint_steps)
 from script_flags import parse_argvs, problem
 
 NOTEBOOK = os.path.join(REPO, "colab.ipynb")
@@ -316,6 +319,7 @@ def run(tmp_path_factory):
     settings = {"REPO_URL": snapshot_repository(str(root / "repository")),
                 "ROOT": str(content), "ARCHIVE_BYTES": str(os.path.getsize(tar)),
                 "LISTS_URL": lists_url, "FIXED_ZIP_URL": zip_url, "TENSORBOARD": "0",
+                "RUN_DEMO": "0",  # conftest's demo_run runs it
                 "PREPROCESS_FLAGS": " ".join(PREPROCESS_FLAGS),
                 "TRAIN_FLAGS": " ".join(TRAIN_FLAGS)}
     source = code_cells(read_notebook())[0].source
@@ -325,10 +329,7 @@ def run(tmp_path_factory):
         os.environ, **{f"NOTEBOOK_{name}": value for name, value in settings.items()},
         COLAB_STANDIN_DRIVE=str(drive), COLAB_STANDIN_UPLOADS=str(uploads),
         COLAB_STANDIN_DOWNLOADS=str(downloads), PYTHONPATH=STANDIN, PIP_NO_INDEX="1",
-        **kernel_settings(root),
-        # demo.sh's own settings (as tests/conftest.py runs it): the smallest demo.
-        DEMO_PREPROCESS_FLAGS=" ".join(TINY_PREPROCESS_FLAGS),
-        DEMO_TRAIN_FLAGS=" ".join(DEMO_TRAIN_FLAGS))
+        **kernel_settings(root))
     values = settings_values({f"NOTEBOOK_{name}": value for name, value in settings.items()})
     notebook = read_notebook()
     start = time.monotonic()
@@ -352,13 +353,18 @@ def test_no_cell_failed_and_the_file_is_unchanged(run):
         cell.source for cell in run["cells"].values()]
 
 
-def test_section_1_clones_the_project_and_runs_the_demo(run):
+def test_section_1_clones_the_project_and_runs_the_demo(run, demo_run):
     cells, values = run["cells"], run["settings"]
     assert "GPUs: none" in cell_text(cells["gpu-check"])
     assert "Cloning into" in cell_text(cells["clone"])
     assert os.path.isfile(os.path.join(values["REPO_DIR"], "colab.ipynb"))
-    demo = cell_text(cells["demo"]).rstrip().splitlines()
-    assert demo[-1] == "contact sheet: work/train/eval/contact_sheet.png", demo[-20:]
+    # The cell's `!bash demo.sh` is what conftest's demo_run runs (the smallest settings, its
+    # work folder elsewhere): the notebook does not run it twice, and says it skipped it.
+    assert cell_text(cells["demo"]).strip() == "demo skipped (RUN_DEMO in section 0)"
+    assert "!bash demo.sh" in cells["demo"].source
+    demo = demo_run["result"].stdout.rstrip().splitlines()
+    sheet = os.path.join(demo_run["train_dir"], "eval", "contact_sheet.png")
+    assert demo[-1] == f"contact sheet: {sheet}", demo[-20:]
 
 
 def test_section_2_extracts_the_archive_from_drive_with_the_lists_and_the_fixed_image(run):
