@@ -225,9 +225,14 @@ def displayed(cell, mime):
 
 # Run by the kernel at its start (an IPython startup file): a `!` command that fails raises in
 # its cell, where IPython only keeps its exit code in `_exit_code` and runs the next line, so the
-# test stops at that command, with its output, not at a later symptom. The command runs as in
-# ipykernel's ZMQInteractiveShell.system_piped (its variables expanded in the cell's frame).
+# test stops at that command, with its output, not at a later symptom. A command stopped by the
+# stop button is no failure (the test interrupts training): IPython then ends it as it can
+# (^C, then SIGHUP or SIGKILL), so the interruption is noticed by its SIGINT, not its exit code.
+# The command runs as in ipykernel's ZMQInteractiveShell.system_piped (its variables expanded in
+# the cell's frame).
 FAIL_ON_COMMAND_ERROR = """
+import signal
+
 from IPython.utils.process import system as _run_in_shell
 
 
@@ -236,12 +241,21 @@ class CommandFailed(Exception):
 
 
 def _system_checked(cmd):
-    shell = get_ipython()
+    shell, interrupted = get_ipython(), []
     if cmd.rstrip().endswith("&"):
         raise OSError("Background processes not supported.")
-    exit_code = _run_in_shell(shell.var_expand(cmd, depth=1))
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        exit_code = _run_in_shell(shell.var_expand(cmd, depth=1))
+    finally:
+        signal.signal(signal.SIGINT, previous)
     shell.user_ns["_exit_code"] = exit_code
-    if exit_code not in (0, -2):  # -2: interrupted (the stop button; the scripts exit 130)
+    if exit_code and not interrupted:
         raise CommandFailed(f"!{cmd} exited with {exit_code}")
 
 
@@ -263,6 +277,15 @@ def kernel_settings(root):
     (bin_dir / "python3").chmod(0o755)
     return {"IPYTHONDIR": str(root / "ipython"),
             "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_the_kernels_python3_is_this_interpreter_in_its_own_environment(tmp_path):
+    """In a virtualenv too: its packages, not the base interpreter's (a symlink to a venv's
+    interpreter starts the base one: no pyvenv.cfg beside the link)."""
+    environment = dict(os.environ, **kernel_settings(tmp_path))
+    found = subprocess.run(["python3", "-c", "import sys; print(sys.prefix)"], env=environment,
+                           capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == sys.prefix
 
 
 async def execute_cell(client, cell, index, interrupt_when=None):
