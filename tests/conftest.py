@@ -33,6 +33,10 @@ DEMO_TRAIN_FLAGS = ["--max_steps=3", *TINY_MODEL_FLAGS]
 _ZYGOTES = {"tensorflow": Zygote("tensorflow"), "preprocess": Zygote("preprocess")}
 
 
+def _zygote(script):
+    return _ZYGOTES["preprocess" if script == "preprocess.py" else "tensorflow"]
+
+
 def run_script(script, *args, cwd=REPO, timeout=600, env=None, fresh=False):
     """Runs one of the repo's Python scripts as a user would; returns the CompletedProcess.
 
@@ -43,15 +47,26 @@ def run_script(script, *args, cwd=REPO, timeout=600, env=None, fresh=False):
     if fresh:
         return subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True,
                               timeout=timeout, env=env)
-    zygote = _ZYGOTES["preprocess" if script == "preprocess.py" else "tensorflow"]
-    return zygote.run(argv, cwd, os.environ if env is None else env, timeout)
+    return _zygote(script).run(argv, cwd, os.environ if env is None else env, timeout)
 
 
-def run_python(code, *args, cwd=REPO, timeout=600, new_session=False, preloads="tensorflow"):
-    """`python3 -c code *args` in a child of a zygote (see run_script): the one that preloads
-    TensorFlow, or the one of preprocess.py. Returns the CompletedProcess."""
-    return _ZYGOTES[preloads].run(["-c", code, *args], cwd, os.environ, timeout,
-                                  new_session=new_session)
+def start_script(script, *args, cwd=REPO, env=None, stdout_pipe=False):
+    """run_script's run that runs on while the test goes on: a subprocess.Popen-like handle
+    (tests/forked_scripts.Child), its stdout a stream with `stdout_pipe`."""
+    return _zygote(script).start([os.path.join(REPO, script), *args], cwd,
+                                 os.environ if env is None else env, stdout_pipe=stdout_pipe)
+
+
+def run_python(code, *args, cwd=REPO, timeout=600, new_session=False, for_script=None):
+    """`python3 -c code *args` in a child of the zygote of `for_script` (see run_script: the
+    one with TensorFlow unless preprocess.py); returns the CompletedProcess."""
+    return _zygote(for_script).run(["-c", code, *args], cwd, os.environ, timeout,
+                                   new_session=new_session)
+
+
+def start_python(code, *args, cwd=REPO, stdout_pipe=False):
+    """run_python's run that runs on: a subprocess.Popen-like handle (see start_script)."""
+    return _zygote(None).start(["-c", code, *args], cwd, os.environ, stdout_pipe=stdout_pipe)
 
 
 def run_train(records_dir, train_dir, *extra, env=None):

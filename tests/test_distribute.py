@@ -9,7 +9,6 @@ import glob
 import json
 import os
 import socket
-import subprocess
 import sys
 from contextlib import nullcontext
 
@@ -17,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import (REPO, TINY_TRAIN_FLAGS, assert_one_line_error, check_run,
-                      checkpoint_steps, run_script, run_train)
+                      checkpoint_steps, run_script, run_train, start_script)
 from train_records import jpeg_bytes, write_records
 
 EVERY_2_STEPS = "--summary_every_steps=2"
@@ -72,11 +71,10 @@ def train_two_workers(records_dir, train_dir, *extra):
     for index in (0, 1):
         env = dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        workers.append(subprocess.Popen(
-            [sys.executable, "train.py", f"--records_dir={records_dir}",
-             f"--train_dir={train_dir}", *TINY_TRAIN_FLAGS, EVERY_2_STEPS,
-             "--distribute=multi_worker", *extra],
-            cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        workers.append(start_script("train.py", f"--records_dir={records_dir}",
+                                    f"--train_dir={train_dir}", *TINY_TRAIN_FLAGS,
+                                    EVERY_2_STEPS, "--distribute=multi_worker", *extra,
+                                    env=env))
     outputs = [worker.communicate(timeout=600) for worker in workers]
     for worker, (stdout, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stdout[-2000:] + stderr[-3000:]

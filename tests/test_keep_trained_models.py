@@ -1,7 +1,8 @@
 """A trained model is never lost (issue 12), tried as a user would: train.py, evaluate.py,
-predict.py and export.py as subprocesses on train_dirs that were oddly named, moved, damaged,
-interrupted or shared. Every case that could destroy a model asserts that the checkpoint files
-that existed before are byte-identical after."""
+predict.py and export.py as processes of their own on train_dirs that were oddly named, moved,
+damaged, interrupted or shared. Every case that could destroy a model asserts that the
+checkpoint files that existed before are byte-identical after. The runs stopped by a signal
+are fresh interpreters: train.py's real start on those exit paths (conftest.run_script)."""
 import glob
 import json
 import os
@@ -15,20 +16,23 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import (REPO, TINY_TRAIN_FLAGS, assert_one_line_error, checkpoint_steps,
-                      run_script, run_train)
+                      run_script, run_train, start_script)
 from nets import train_dir as train_dir_lib
 from train_records import write_records
 
 EVERY_2_STEPS = ["--summary_every_steps=2", "--save_every_steps=2"]
 
 
-def start_train(records_dir, train_dir, *extra, stderr=subprocess.PIPE):
-    """train.py in the background in a fresh interpreter, its stdout unbuffered so a test can
-    follow it line by line."""
-    command = [sys.executable, "train.py", f"--records_dir={records_dir}",
-               f"--train_dir={train_dir}", *TINY_TRAIN_FLAGS, *EVERY_2_STEPS, *extra]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+def start_train(records_dir, train_dir, *extra, fresh=True):
+    """train.py in the background, its stdout unbuffered so a test can follow it line by line:
+    in a fresh interpreter, or a child of conftest's zygote."""
+    arguments = [f"--records_dir={records_dir}", f"--train_dir={train_dir}", *TINY_TRAIN_FLAGS,
+                 *EVERY_2_STEPS, *extra]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if not fresh:
+        return start_script("train.py", *arguments, env=env, stdout_pipe=True)
+    return subprocess.Popen([sys.executable, "train.py", *arguments], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def wait_for_line(process, start):
@@ -179,7 +183,7 @@ def test_a_second_train_py_on_the_same_train_dir_refuses(records, trained, tmp_p
     train_dir = str(tmp_path / "train")
     shutil.copytree(trained, train_dir)
     first = start_train(records, train_dir, "--max_steps=1000", "--save_every_steps=1000",
-                        stderr=subprocess.DEVNULL)
+                        fresh=False)
     try:
         wait_for_line(first, "resuming from")  # it holds the lock
         before = checkpoint_files(train_dir)

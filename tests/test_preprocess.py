@@ -290,7 +290,7 @@ os.replace = _replace_or_die
 
 def run_patched(patch, *args, timeout=180):
     return run_python(PATCHED_RUN.replace("PATCH", patch), os.path.join(REPO, "preprocess.py"),
-                      *args, timeout=timeout, new_session=True, preloads="preprocess")
+                      *args, timeout=timeout, new_session=True, for_script="preprocess.py")
 
 
 def run_killed_before_replace(name, *args):

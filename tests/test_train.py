@@ -5,8 +5,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 
 import tensorflow.compat.v1 as tf
 
-from conftest import REPO, TINY_TRAIN_FLAGS, checkpoint_steps, run_train
+from conftest import TINY_TRAIN_FLAGS, checkpoint_steps, run_train, start_script
 from data import harrison
 from nets import train_dir as train_dir_lib
 from nets import training
@@ -31,9 +29,8 @@ def killed_and_resumed(tmp_path_factory):
     records_dir, train_dir = str(root / "records"), str(root / "train")
     write_records(records_dir)
     settings = [*EVERY_4_STEPS, "--max_steps=24"]
-    first = subprocess.Popen([sys.executable, "train.py", f"--records_dir={records_dir}",
-                              f"--train_dir={train_dir}", *TINY_TRAIN_FLAGS, *settings],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = start_script("train.py", f"--records_dir={records_dir}", f"--train_dir={train_dir}",
+                         *TINY_TRAIN_FLAGS, *settings)
     deadline = time.time() + 300
     while not os.path.exists(os.path.join(train_dir, "checkpoint")):
         assert first.poll() is None and time.time() < deadline, "no checkpoint was written"

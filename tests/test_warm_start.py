@@ -9,8 +9,6 @@ import io
 import logging
 import os
 import signal
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -20,11 +18,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from conftest import run_script
+from conftest import run_script, start_python
 from nets import model, warm_start
 from train_records import VOCAB, write_records
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPTH = 0.1
 HEAD = ("InceptionV3/Logits/", "InceptionV3/AuxLogits/")
 
@@ -329,10 +326,9 @@ def test_cache_is_keyed_by_url_and_a_damaged_entry_is_downloaded_again(server, t
 def test_temporaries_of_a_killed_download_are_removed_by_the_next_run(server, tmp_path):
     cache = tmp_path / "pretrained"
     stalled = f"{server}/stall/{NAME}"
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from nets import warm_start; "
-         "warm_start.download_imagenet(sys.argv[1], sys.argv[2])", stalled, str(cache)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = start_python("import sys; from nets import warm_start; "
+                         "warm_start.download_imagenet(sys.argv[1], sys.argv[2])", stalled,
+                         str(cache))
     try:
         deadline = time.monotonic() + 120  # polls for the half-written download, then kill -9
         while not any(os.path.getsize(os.path.join(root, f))
