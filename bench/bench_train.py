@@ -37,7 +37,7 @@ def write_bench_records(records_dir, images=64, size=(480, 360), seed=0):
     import tensorflow as tf
     from PIL import Image
 
-    from data import records
+    from data import harrison, records
     rng = np.random.default_rng(seed)
     os.makedirs(records_dir, exist_ok=True)
     with tf.io.TFRecordWriter(os.path.join(records_dir, "train-00000-of-00001.tfrecord")) as out:
@@ -49,9 +49,9 @@ def write_bench_records(records_dir, images=64, size=(480, 360), seed=0):
             tags = sorted(rng.choice(NUM_TAGS, size=rng.integers(2, 8), replace=False).tolist())
             out.write(records.encode_example(buffer.getvalue(), size[1], size[0],
                                              f"bench/{index}.jpg", index, tags))
-    with open(os.path.join(records_dir, "vocab.txt"), "w") as f:
-        f.write("".join(f"tag{i}\n" for i in range(NUM_TAGS)))
-    with open(os.path.join(records_dir, "manifest.json"), "w") as f:
+    harrison.write_vocab(os.path.join(records_dir, harrison.VOCAB_FILE),
+                         [f"tag{i}" for i in range(NUM_TAGS)])
+    with open(os.path.join(records_dir, harrison.MANIFEST_FILE), "w") as f:
         json.dump({"vocab_size": NUM_TAGS, "splits": {"train": {
             "images": images, "shards": ["train-00000-of-00001.tfrecord"]}}}, f)
 

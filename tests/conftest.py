@@ -1,11 +1,14 @@
 """Shared, session-scoped fixtures: the one-line demo run once with the smallest settings, and
-the preprocessed sample and trained model it leaves behind.
+the preprocessed sample and trained model it leaves behind; the helpers every test file uses to
+run the scripts.
 
-Everything is made by the real scripts in subprocesses (demo.sh runs preprocess.py --sample,
-train.py --preset=cpu, predict.py and evaluate.py). The model is a few steps of a 0.1-depth
-InceptionV3 on 75 px images: good for checking plumbing (predict, export, evaluate's files), not
-accuracy. One run serves every test that needs records or a model, since starting TensorFlow
-and training dominate the suite's time on 2 cores.
+Everything is made by the real scripts in processes of their own (demo.sh runs
+preprocess.py --sample, train.py --preset=cpu, predict.py and evaluate.py). The model is a few
+steps of a 0.1-depth InceptionV3 on 75 px images: good for checking plumbing (predict, export,
+evaluate's files), not accuracy. One run serves every test that needs records or a model, since
+starting TensorFlow and training dominate the suite's time on 2 cores. For the same reason
+`run_script` runs a script in a child forked from a process that has imported TensorFlow once
+(tests/forked_scripts.py), and in a fresh interpreter where the start itself is under test.
 """
 import os
 import subprocess
@@ -13,25 +16,86 @@ import sys
 
 import pytest
 
+from forked_scripts import Zygote
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TINY_SAMPLE_IMAGES = 40  # 32 train + 8 test images (no val split: no validation to wait for)
-# Stored at 86 px: what preprocess.py stores for TINY_TRAIN_FLAGS' 75 px model (75 / 0.875).
+# Stored at 86 px: what preprocess.py stores for TINY_MODEL_FLAGS' 75 px model (75 / 0.875).
 TINY_PREPROCESS_FLAGS = [f"--sample_images={TINY_SAMPLE_IMAGES}", "--shorter_side=86",
                          "--val_size=0"]
-TINY_TRAIN_FLAGS = ["--max_steps=3", "--depth_multiplier=0.1", "--image_size=75",
-                    "--batch_size=8"]
+# The smallest model the tests train: a 0.1-depth InceptionV3 on 75 px images, batches of 8.
+TINY_MODEL_FLAGS = ["--depth_multiplier=0.1", "--image_size=75", "--batch_size=8"]
+# train.py's CPU recipe with the tiny model; the demo (which gives --preset=cpu itself) 3 steps.
+TINY_TRAIN_FLAGS = ["--preset=cpu", *TINY_MODEL_FLAGS]
+DEMO_TRAIN_FLAGS = ["--max_steps=3", *TINY_MODEL_FLAGS]
+
+_ZYGOTES = {"tensorflow": Zygote("tensorflow"), "preprocess": Zygote("preprocess")}
 
 
-def run_script(script, *args, cwd=REPO, timeout=600, env=None):
-    """Runs one of the repo's Python scripts as a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+def _zygote(script):
+    return _ZYGOTES["preprocess" if script == "preprocess.py" else "tensorflow"]
+
+
+def run_script(script, *args, cwd=REPO, timeout=600, env=None, fresh=False):
+    """Runs one of the repo's Python scripts as a user would; returns the CompletedProcess.
+
+    In a child of tests/forked_scripts.py's zygote (TensorFlow already imported), or with
+    `fresh` in a new interpreter: for the runs that test the start itself, and one per script
+    and exit path (tests/test_flags.py)."""
+    argv = [os.path.join(REPO, script), *args]
+    if fresh:
+        return subprocess.run([sys.executable, *argv], cwd=cwd, capture_output=True, text=True,
+                              timeout=timeout, env=env)
+    return _zygote(script).run(argv, cwd, os.environ if env is None else env, timeout)
+
+
+def start_script(script, *args, cwd=REPO, env=None, stdout_pipe=False):
+    """run_script's run that runs on while the test goes on: a subprocess.Popen-like handle
+    (tests/forked_scripts.Child), its stdout a stream with `stdout_pipe`."""
+    return _zygote(script).start([os.path.join(REPO, script), *args], cwd,
+                                 os.environ if env is None else env, stdout_pipe=stdout_pipe)
+
+
+def run_python(code, *args, cwd=REPO, timeout=600, new_session=False, for_script=None):
+    """`python3 -c code *args` in a child of the zygote of `for_script` (see run_script: the
+    one with TensorFlow unless preprocess.py); returns the CompletedProcess."""
+    return _zygote(for_script).run(["-c", code, *args], cwd, os.environ, timeout,
+                                   new_session=new_session)
+
+
+def start_python(code, *args, cwd=REPO, stdout_pipe=False):
+    """run_python's run that runs on: a subprocess.Popen-like handle (see start_script)."""
+    return _zygote(None).start(["-c", code, *args], cwd, os.environ, stdout_pipe=stdout_pipe)
+
+
+def run_train(records_dir, train_dir, *extra, env=None):
+    """train.py with TINY_TRAIN_FLAGS on records_dir into train_dir, then `extra` flags."""
+    return run_script("train.py", f"--records_dir={records_dir}", f"--train_dir={train_dir}",
+                      *TINY_TRAIN_FLAGS, *extra, env=env)
 
 
 def check_run(result):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
     return result
+
+
+def assert_one_line_error(result, script, *fragments):
+    """The run failed as the scripts fail on bad input: exit code 2, no traceback, and its last
+    line on stderr `<script>: error: ...` holding every fragment."""
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"{script}: error: "), last
+    for fragment in fragments:
+        assert fragment in last, last
+    return last
+
+
+def checkpoint_steps(train_dir):
+    """The steps of train_dir's checkpoints, oldest first, as the scripts find them."""
+    from nets import train_dir as train_dir_lib
+    return [step for step, _ in train_dir_lib.list_checkpoints(train_dir)]
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +107,7 @@ def demo_run(tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp("demo") / "work")
     env = dict(os.environ, DEMO_WORK_DIR=work_dir, PYTHON=sys.executable,
                DEMO_PREPROCESS_FLAGS=" ".join(TINY_PREPROCESS_FLAGS),
-               DEMO_TRAIN_FLAGS=" ".join(TINY_TRAIN_FLAGS))
+               DEMO_TRAIN_FLAGS=" ".join(DEMO_TRAIN_FLAGS))
     result = check_run(subprocess.run(["bash", os.path.join(REPO, "demo.sh")], cwd=REPO,
                                       env=env, capture_output=True, text=True, timeout=900))
     return {"result": result, "work_dir": work_dir,

@@ -1,17 +1,16 @@
 """Checks command lines against a script's own absl flags without running the job.
 
 The one way the tests keep commands written for people (colab.ipynb, README.md, docs/) true to
-the code: the script is imported as a module in a fresh subprocess (its main is behind
+the code: the script is imported as a module in a process of its own (its main is behind
 `if __name__ == "__main__"`, so nothing runs) and each argv is parsed by the script's FLAGS, as
-app.run would. A subprocess, because absl's flags are process-global: two scripts, or a script
-and the test process, would collide on their flag names.
+app.run would. A process of its own (a child of tests/forked_scripts.py's zygote), because
+absl's flags are process-global: two scripts, or a script and the test process, would collide
+on their flag names.
 """
 import json
 import os
-import subprocess
-import sys
 
-from conftest import REPO
+from conftest import REPO, run_python
 
 # Scripts whose positional arguments are inputs; the others refuse any.
 TAKES_PATHS = {"predict.py"}
@@ -49,9 +48,7 @@ def parse_argvs(script, argvs, timeout=300):
     (a path relative to the repository): ok, error or positional + deprecated, defines_flags.
 
     Raises AssertionError when the script cannot even be imported."""
-    result = subprocess.run([sys.executable, "-c", _PARSE, os.path.join(REPO, script),
-                             json.dumps(argvs)], cwd=REPO, capture_output=True, text=True,
-                            timeout=timeout)
+    result = run_python(_PARSE, os.path.join(REPO, script), json.dumps(argvs), timeout=timeout)
     assert result.returncode == 0, f"importing {script} failed:\n{result.stderr[-3000:]}"
     outcomes = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert len(outcomes) == len(argvs), result.stdout[-3000:] + result.stderr[-3000:]

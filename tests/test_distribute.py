@@ -9,19 +9,17 @@ import glob
 import json
 import os
 import socket
-import subprocess
 import sys
 from contextlib import nullcontext
 
 import numpy as np
 import pytest
 
-from conftest import REPO, check_run, run_script
-from nets import train_dir as train_dir_lib
+from conftest import (REPO, TINY_TRAIN_FLAGS, assert_one_line_error, check_run,
+                      checkpoint_steps, run_script, run_train, start_script)
 from train_records import jpeg_bytes, write_records
 
-TINY = ["--preset=cpu", "--image_size=75", "--depth_multiplier=0.1", "--batch_size=8",
-        "--summary_every_steps=2"]
+EVERY_2_STEPS = "--summary_every_steps=2"
 TWO_CPUS = "--devices=/cpu:0,/cpu:1"
 
 
@@ -32,11 +30,6 @@ def records_dir(tmp_path_factory):
     return directory
 
 
-def train(records_dir, train_dir, *extra, env=None):
-    return run_script("train.py", f"--records_dir={records_dir}", f"--train_dir={train_dir}",
-                      *TINY, *extra, env=env)
-
-
 def resumed_from(result):
     return [line for line in result.stdout.splitlines() if line.startswith("resuming from")]
 
@@ -44,10 +37,8 @@ def resumed_from(result):
 def test_a_mirrored_step_is_the_single_device_step(tmp_path):
     # Global batch [h, h] (the same 4 images twice): each of the 2 replicas gets h, so their
     # batch-norm statistics are the whole batch's. Child: see step_comparison below.
-    result = subprocess.run([sys.executable, __file__, str(tmp_path)], cwd=REPO, text=True,
-                            capture_output=True, timeout=600,
-                            env=dict(os.environ, PYTHONPATH=REPO))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = check_run(run_script(os.path.relpath(__file__, REPO), str(tmp_path),
+                                  env=dict(os.environ, PYTHONPATH=REPO)))
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["names"]["mirrored"] == found["names"]["single"]  # slim's names, saved once
     # 2 replicas on [h, h] compute what 1 device computes on h: equal to float32 rounding.
@@ -80,10 +71,10 @@ def train_two_workers(records_dir, train_dir, *extra):
     for index in (0, 1):
         env = dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        workers.append(subprocess.Popen(
-            [sys.executable, "train.py", f"--records_dir={records_dir}",
-             f"--train_dir={train_dir}", *TINY, "--distribute=multi_worker", *extra],
-            cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        workers.append(start_script("train.py", f"--records_dir={records_dir}",
+                                    f"--train_dir={train_dir}", *TINY_TRAIN_FLAGS,
+                                    EVERY_2_STEPS, "--distribute=multi_worker", *extra,
+                                    env=env))
     outputs = [worker.communicate(timeout=600) for worker in workers]
     for worker, (stdout, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stdout[-2000:] + stderr[-3000:]
@@ -97,12 +88,14 @@ def test_a_model_trained_on_2_workers_resumes_on_1_device_then_2_replicas(record
     chief, other = train_two_workers(records_dir, train_dir, "--max_steps=4")
     assert f"saved {train_dir}/model.ckpt-4" in chief[0]
     assert "saved step 4 (by the chief)" in other[0]  # its copy went to a temporary folder
-    assert [step for step, _ in train_dir_lib.list_checkpoints(train_dir)] == [4]
+    assert checkpoint_steps(train_dir) == [4]
     assert len(glob.glob(os.path.join(train_dir, "events.out.tfevents.*"))) == 1
-    one = check_run(train(records_dir, train_dir, "--distribute=none", "--max_steps=6"))
+    one = check_run(run_train(records_dir, train_dir, EVERY_2_STEPS, "--distribute=none",
+                              "--max_steps=6"))
     assert resumed_from(one) == [f"resuming from {train_dir}/model.ckpt-4 (step 4)"]
     assert "one device" in one.stdout
-    two = check_run(train(records_dir, train_dir, TWO_CPUS, "--max_steps=8"))
+    two = check_run(run_train(records_dir, train_dir, EVERY_2_STEPS, TWO_CPUS,
+                              "--max_steps=8"))
     assert resumed_from(two) == [f"resuming from {train_dir}/model.ckpt-6 (step 6)"]
     assert "mirrored over 2 replicas" in two.stdout
     # The ordinary scripts read the distributed run's checkpoints as any other.
@@ -118,12 +111,13 @@ def test_a_model_trained_on_2_workers_resumes_on_1_device_then_2_replicas(record
 
 def test_a_batch_that_does_not_split_and_a_missing_cluster_are_one_line_errors(records_dir,
                                                                                tmp_path):
-    odd = train(records_dir, str(tmp_path / "odd"), TWO_CPUS, "--batch_size=7")
-    assert odd.returncode == 2 and "Traceback" not in odd.stderr
-    assert "does not split evenly across 2 replicas" in odd.stderr.strip().splitlines()[-1]
+    odd = run_train(records_dir, str(tmp_path / "odd"), EVERY_2_STEPS, TWO_CPUS,
+                    "--batch_size=7")
+    assert_one_line_error(odd, "train.py", "does not split evenly across 2 replicas")
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    alone = train(records_dir, str(tmp_path / "alone"), "--distribute=multi_worker", env=env)
-    assert alone.returncode == 2 and "needs TF_CONFIG" in alone.stderr.strip().splitlines()[-1]
+    alone = run_train(records_dir, str(tmp_path / "alone"), EVERY_2_STEPS,
+                      "--distribute=multi_worker", env=env)
+    assert_one_line_error(alone, "train.py", "needs TF_CONFIG")
 
 
 # ------------------------------------------------------------------- child: the step comparison

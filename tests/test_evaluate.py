@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from conftest import check_run, run_script
+from conftest import assert_one_line_error, check_run, run_script
 
 # conftest's learned_sample: --preset=cpu, 60 steps, checkpoints at 30 and 60. Measured on the
 # sample's 120 test images, where popularity (always "love", a social tag drawn independently of
@@ -137,19 +137,11 @@ def test_per_tag_csv_and_contact_sheet(sample_records, tiny_eval):
     assert sheet.format == "PNG" and sheet.width >= 600
 
 
-def assert_one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("evaluate.py: error: ")
-    for fragment in fragments:
-        assert fragment in last, last
-
-
 def test_clear_error_without_a_checkpoint(sample_records, tmp_path):
+    # A fresh interpreter: evaluate.py's one real start on this exit path (conftest.run_script).
     assert_one_line_error(run_script("evaluate.py", f"--records_dir={sample_records}",
-                                     f"--model={tmp_path}"),
-                          f"no checkpoint in {tmp_path}")
+                                     f"--model={tmp_path}", fresh=True),
+                          "evaluate.py", f"no checkpoint in {tmp_path}")
 
 
 def test_clear_error_when_the_records_vocabulary_differs(sample_records, trained_dir, tmp_path):
@@ -162,14 +154,14 @@ def test_clear_error_when_the_records_vocabulary_differs(sample_records, trained
         stream.write("".join(tag + "\n" for tag in [vocab[1], vocab[0]] + vocab[2:]))
     assert_one_line_error(run_script("evaluate.py", f"--records_dir={other}",
                                      f"--model={trained_dir}"),
-                          "vocabulary", f"tag id 0 is {vocab[1]!r} vs {vocab[0]!r}")
+                          "evaluate.py", "vocabulary", f"tag id 0 is {vocab[1]!r} vs {vocab[0]!r}")
 
 
 def test_clear_error_on_a_split_without_images(sample_records, trained_dir, tmp_path):
     # preprocess.py writes no shard for a split it did not make (here: no --val_size).
     assert_one_line_error(run_script("evaluate.py", f"--records_dir={sample_records}",
                                      f"--model={trained_dir}", "--split=val"),
-                          "no 'val' TFRecords")
+                          "evaluate.py", "no 'val' TFRecords")
     # Shards that hold no record: the scorer finds nothing to score.
     from evaluation import scoring
     from nets import train_dir

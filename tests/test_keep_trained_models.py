@@ -1,7 +1,8 @@
 """A trained model is never lost (issue 12), tried as a user would: train.py, evaluate.py,
-predict.py and export.py as subprocesses on train_dirs that were oddly named, moved, damaged,
-interrupted or shared. Every case that could destroy a model asserts that the checkpoint files
-that existed before are byte-identical after."""
+predict.py and export.py as processes of their own on train_dirs that were oddly named, moved,
+damaged, interrupted or shared. Every case that could destroy a model asserts that the
+checkpoint files that existed before are byte-identical after. The runs stopped by a signal
+are fresh interpreters: train.py's real start on those exit paths (conftest.run_script)."""
 import glob
 import json
 import os
@@ -14,24 +15,24 @@ import time
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import REPO, run_script
+from conftest import (REPO, TINY_TRAIN_FLAGS, assert_one_line_error, checkpoint_steps,
+                      run_script, run_train, start_script)
 from nets import train_dir as train_dir_lib
 from train_records import write_records
 
-TINY = ["--preset=cpu", "--image_size=75", "--depth_multiplier=0.1", "--batch_size=8",
-        "--summary_every_steps=2", "--save_every_steps=2"]
+EVERY_2_STEPS = ["--summary_every_steps=2", "--save_every_steps=2"]
 
 
-def train_command(records_dir, train_dir, *extra):
-    return [sys.executable, "train.py", f"--records_dir={records_dir}",
-            f"--train_dir={train_dir}", *TINY, *extra]
-
-
-def start_train(records_dir, train_dir, *extra, stderr=subprocess.PIPE):
-    """train.py in the background, its stdout unbuffered so a test can follow it line by line."""
-    return subprocess.Popen(train_command(records_dir, train_dir, *extra), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=stderr, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+def start_train(records_dir, train_dir, *extra, fresh=True):
+    """train.py in the background, its stdout unbuffered so a test can follow it line by line:
+    in a fresh interpreter, or a child of conftest's zygote."""
+    arguments = [f"--records_dir={records_dir}", f"--train_dir={train_dir}", *TINY_TRAIN_FLAGS,
+                 *EVERY_2_STEPS, *extra]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if not fresh:
+        return start_script("train.py", *arguments, env=env, stdout_pipe=True)
+    return subprocess.Popen([sys.executable, "train.py", *arguments], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
 def wait_for_line(process, start):
@@ -41,28 +42,10 @@ def wait_for_line(process, start):
     raise AssertionError(f"train.py ended without a line starting with {start!r}")
 
 
-def run_train(records_dir, train_dir, *extra):
-    return subprocess.run(train_command(records_dir, train_dir, *extra), cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-
-
 def checkpoint_files(train_dir):
     """{file name: bytes} of every checkpoint file in train_dir."""
     return {os.path.basename(path): open(path, "rb").read()
             for path in glob.glob(os.path.join(glob.escape(train_dir), "model.ckpt-*"))}
-
-
-def steps(train_dir):
-    return [step for step, _ in train_dir_lib.list_checkpoints(train_dir)]
-
-
-def assert_one_line_error(result, script, *fragments):
-    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"{script}: error: "), last
-    for fragment in fragments:
-        assert fragment in last, last
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +59,7 @@ def records(tmp_path_factory):
 def trained(records, tmp_path_factory):
     """A train_dir whose folder name holds glob characters, trained 4 steps (checkpoints 2, 4)."""
     train_dir = str(tmp_path_factory.mktemp("runs") / "train[bs8]*?")
-    result = run_train(records, train_dir, "--max_steps=4")
+    result = run_train(records, train_dir, *EVERY_2_STEPS, "--max_steps=4")
     assert result.returncode == 0, result.stderr[-3000:]
     return train_dir
 
@@ -86,13 +69,13 @@ def test_a_train_dir_named_with_glob_characters_resumes_and_is_used(records, tra
     train_dir = str(tmp_path / "train[bs8]*?")
     shutil.copytree(trained, train_dir)
     before = checkpoint_files(train_dir)
-    assert sorted(before) and steps(train_dir) == [2, 4]
-    result = run_train(records, train_dir, "--max_steps=6")
+    assert sorted(before) and checkpoint_steps(train_dir) == [2, 4]
+    result = run_train(records, train_dir, *EVERY_2_STEPS, "--max_steps=6")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {train_dir}/model.ckpt-4 (step 4)" in result.stdout
     after = checkpoint_files(train_dir)
     assert {name: after[name] for name in before} == before
-    assert steps(train_dir) == [2, 4, 6]
+    assert checkpoint_steps(train_dir) == [2, 4, 6]
     photo = os.path.join(tmp_path, "photo.png")
     from PIL import Image
     Image.new("RGB", (60, 50), (200, 40, 40)).save(photo)
@@ -111,7 +94,7 @@ def test_a_moved_train_dir_without_its_checkpoint_file_resumes(records, trained,
     shutil.copytree(trained, moved)
     os.remove(os.path.join(moved, "checkpoint"))
     before = checkpoint_files(moved)
-    result = run_train(records, moved, "--max_steps=6")
+    result = run_train(records, moved, *EVERY_2_STEPS, "--max_steps=6")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming from" in result.stdout and "(step 4)" in result.stdout
     assert "from scratch" not in result.stderr
@@ -130,7 +113,7 @@ def test_no_usable_checkpoint_stops_instead_of_training_from_scratch(records, tr
         with open(path, "r+b") as stream:
             stream.truncate(100)  # a copy from Drive cut short
     before = checkpoint_files(train_dir)
-    result = run_train(records, train_dir, "--max_steps=6")
+    result = run_train(records, train_dir, *EVERY_2_STEPS, "--max_steps=6")
     assert_one_line_error(result, "train.py", "no usable checkpoint in", "model.ckpt-4:",
                           "model.ckpt-2:", "truncated")
     assert checkpoint_files(train_dir) == before
@@ -154,9 +137,10 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(trained, tmp
 def test_the_kept_checkpoints_span_resumes(records, trained, tmp_path):
     train_dir = str(tmp_path / "train")
     shutil.copytree(trained, train_dir)
-    result = run_train(records, train_dir, "--max_steps=8", "--keep_checkpoints=2")
+    result = run_train(records, train_dir, *EVERY_2_STEPS, "--max_steps=8",
+                       "--keep_checkpoints=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert steps(train_dir) == [6, 8]  # 2 and 4, from the earlier run, were pruned too
+    assert checkpoint_steps(train_dir) == [6, 8]  # 2 and 4, of the earlier run, pruned too
     with open(os.path.join(train_dir, "checkpoint")) as stream:
         assert stream.read().count("all_model_checkpoint_paths") == 2
 
@@ -169,12 +153,12 @@ def test_sigterm_saves_the_finished_step_and_the_run_resumes(records, tmp_path):
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
-    (step,) = steps(train_dir)
+    (step,) = checkpoint_steps(train_dir)
     assert 0 < step < 1000
     assert f"terminated (SIGTERM): stopped at step {step}" in stdout
     reader = tf.train.load_checkpoint(train_dir_lib.checkpoint_prefix(train_dir, step))
     assert reader.get_tensor("global_step") == step  # the name says what it holds
-    result = run_train(records, train_dir, f"--max_steps={step + 2}")
+    result = run_train(records, train_dir, *EVERY_2_STEPS, f"--max_steps={step + 2}")
     assert result.returncode == 0 and f"(step {step})" in result.stdout
 
 
@@ -186,12 +170,12 @@ def test_ctrl_c_at_the_first_step_saves_only_what_it_says(records, tmp_path):
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-2000:]
     # The step under way finishes and is saved under its own number, and the message says so.
-    for step in steps(train_dir):
+    for step in checkpoint_steps(train_dir):
         prefix = train_dir_lib.checkpoint_prefix(train_dir, step)
         assert tf.train.load_checkpoint(prefix).get_tensor("global_step") == step
         assert f"interrupted (SIGINT): stopped at step {step}; the last checkpoint is {prefix}" \
             in stdout
-    if not steps(train_dir):
+    if not checkpoint_steps(train_dir):
         assert "no checkpoint was written" in stdout
 
 
@@ -199,13 +183,14 @@ def test_a_second_train_py_on_the_same_train_dir_refuses(records, trained, tmp_p
     train_dir = str(tmp_path / "train")
     shutil.copytree(trained, train_dir)
     first = start_train(records, train_dir, "--max_steps=1000", "--save_every_steps=1000",
-                        stderr=subprocess.DEVNULL)
+                        fresh=False)
     try:
         wait_for_line(first, "resuming from")  # it holds the lock
         before = checkpoint_files(train_dir)
         config = open(os.path.join(train_dir, "train_config.json"), "rb").read()
         # Other settings too: refused before it writes anything (its train_config.json)
-        second = run_train(records, train_dir, "--max_steps=1000", "--learning_rate=0.005")
+        second = run_train(records, train_dir, *EVERY_2_STEPS, "--max_steps=1000",
+                           "--learning_rate=0.005")
         assert_one_line_error(second, "train.py", "is in use by another train.py",
                               f"pid {first.pid}")
         assert checkpoint_files(train_dir) == before

@@ -5,14 +5,17 @@ The cells run exactly as they are in the file. Only the settings change, through
 environment variables the settings cell (the first code cell) reads: /content becomes a
 temporary folder, the repository a local clone of this working tree (file://), the archive
 check takes the size of the test's archive, the dataset's lists and HARRISON_fixed.zip come
-from file:// URLs, and training is a tiny from-scratch run. `google.colab` is the local stand-in
+from file:// URLs, training is a tiny from-scratch run, and section 1's demo is skipped
+(RUN_DEMO): conftest's demo_run runs the same `bash demo.sh`. `google.colab` is the local stand-in
 in tests/colab_standin (Drive: a temporary folder; upload: three test photos; download: a copy),
 put on the kernel's PYTHONPATH here only. Where a user puts HARRISON_full.tar sits the built-in
 sample (40 images) packed as a tar with one image cut short, and the fixed zip holds that image
 whole. Nothing reaches the network: pip runs with PIP_NO_INDEX, and the archive is on the
 "Drive", so the BitTorrent branch is not taken (it needs the real swarm).
 
-The training cell runs twice, as after a disconnect: the kernel is interrupted (the stop
+The kernel's `python3` is the interpreter running the tests (a virtualenv's too), and a `!`
+command that fails fails the test with its own output (kernel_settings). The training cell runs
+twice, as after a disconnect: the kernel is interrupted (the stop
 button) as soon as the first run has saved a checkpoint, and again once the second run has
 resumed from it and saved a newer one. No timing is asserted: each interruption waits for a
 file to appear.
@@ -38,9 +41,11 @@ import nbformat
 import pytest
 from IPython.utils.text import DollarFormatter
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 from PIL import Image
 
-from conftest import REPO, TINY_PREPROCESS_FLAGS, TINY_SAMPLE_IMAGES, TINY_TRAIN_FLAGS
+from conftest import (REPO, TINY_PREPROCESS_FLAGS, TINY_SAMPLE_IMAGES, TINY_TRAIN_FLAGS,
+                      checkpoint_steps)
 from script_flags import parse_argvs, problem
 
 NOTEBOOK = os.path.join(REPO, "colab.ipynb")
@@ -49,8 +54,7 @@ PIPELINE = {"preprocess.py", "train.py", "evaluate.py", "predict.py", "export.py
 PREDICTION = re.compile(r"^(?P<path>\S+): (?P<tags>(?:#\S+ [01]\.\d\d ?){10})$")
 # Settings of the run: a tiny model from scratch, checkpoints every 2 steps, and more steps than
 # the test lets it take (each run is interrupted once a checkpoint shows up).
-TRAIN_FLAGS = ["--preset=cpu", "--image_size=75", "--depth_multiplier=0.1", "--batch_size=8",
-               "--max_steps=100000", "--save_every_steps=2"]
+TRAIN_FLAGS = [*TINY_TRAIN_FLAGS, "--max_steps=100000", "--save_every_steps=2"]
 PREPROCESS_FLAGS = [flag for flag in TINY_PREPROCESS_FLAGS
                     if not flag.startswith("--sample_images")] + [
     f"--test_size={TINY_SAMPLE_IMAGES // 5}"]
@@ -219,19 +223,85 @@ def displayed(cell, mime):
             if output.output_type in ("display_data", "execute_result") and mime in output.data]
 
 
-def checkpoint_steps(train_dir):
-    return sorted(int(re.search(r"-(\d+)\.index$", path).group(1))
-                  for path in glob.glob(os.path.join(train_dir, "model.ckpt-*.index")))
+# Run by the kernel at its start (an IPython startup file): a `!` command that fails raises in
+# its cell, where IPython only keeps its exit code in `_exit_code` and runs the next line, so the
+# test stops at that command, with its output, not at a later symptom. A command stopped by the
+# stop button is no failure (the test interrupts training): IPython then ends it as it can
+# (^C, then SIGHUP or SIGKILL), so the interruption is noticed by its SIGINT, not its exit code.
+# The command runs as in ipykernel's ZMQInteractiveShell.system_piped (its variables expanded in
+# the cell's frame).
+FAIL_ON_COMMAND_ERROR = """
+import signal
+
+from IPython.utils.process import system as _run_in_shell
 
 
-async def run_until(client, cell, index, condition):
-    """Runs the cell; interrupts the kernel (the stop button) once `condition()` holds."""
+class CommandFailed(Exception):
+    \"\"\"A `!` command of a cell exited with an error.\"\"\"
+
+
+def _system_checked(cmd):
+    shell, interrupted = get_ipython(), []
+    if cmd.rstrip().endswith("&"):
+        raise OSError("Background processes not supported.")
+
+    def on_interrupt(signum, frame):
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        exit_code = _run_in_shell(shell.var_expand(cmd, depth=1))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    shell.user_ns["_exit_code"] = exit_code
+    if exit_code and not interrupted:
+        raise CommandFailed(f"!{cmd} exited with {exit_code}")
+
+
+get_ipython().system = get_ipython().system_piped = _system_checked
+"""
+
+
+def kernel_settings(root):
+    """IPYTHONDIR and PATH for the kernel: the startup file above, and `python3` as on Colab,
+    the interpreter running the tests. A script that execs it, not a symlink: a virtualenv's
+    interpreter reached through a link in another folder finds no pyvenv.cfg beside it and
+    starts without the virtualenv's packages."""
+    startup = root / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "fail_on_command_error.py").write_text(FAIL_ON_COMMAND_ERROR)
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    return {"IPYTHONDIR": str(root / "ipython"),
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_the_kernels_python3_is_this_interpreter_in_its_own_environment(tmp_path):
+    """In a virtualenv too: its packages, not the base interpreter's (a symlink to a venv's
+    interpreter starts the base one: no pyvenv.cfg beside the link)."""
+    environment = dict(os.environ, **kernel_settings(tmp_path))
+    found = subprocess.run(["python3", "-c", "import sys; print(sys.prefix)"], env=environment,
+                           capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == sys.prefix
+
+
+async def execute_cell(client, cell, index, interrupt_when=None):
+    """Runs the cell; interrupts the kernel (the stop button) once `interrupt_when()` holds. A
+    cell that fails fails the test with its error and the last lines it printed."""
     task = asyncio.ensure_future(client.async_execute_cell(cell, index))
-    while not task.done() and not condition():
+    while interrupt_when and not task.done() and not interrupt_when():
         await asyncio.sleep(0.1)
     if not task.done():
         await client.km.interrupt_kernel()
-    await task
+    try:
+        await task
+    except CellExecutionError as error:
+        printed = "\n".join(cell_text(cell).rstrip().splitlines()[-40:])
+        raise AssertionError(f"cell {cell.id} failed: {error.ename}: {error.evalue}\n"
+                             f"its last output lines:\n{printed}") from None
 
 
 async def execute(notebook, root, environment, train_dir):
@@ -246,13 +316,13 @@ async def execute(notebook, root, environment, train_dir):
                 continue
             start = time.monotonic()
             if "!python3 train.py" in cell.source:
-                await run_until(client, cell, index, lambda: checkpoint_steps(train_dir))
+                await execute_cell(client, cell, index, lambda: checkpoint_steps(train_dir))
                 first_run = copy.deepcopy(cell)
                 before = max(checkpoint_steps(train_dir))
-                await run_until(client, cell, index,
-                                lambda: max(checkpoint_steps(train_dir), default=0) > before)
+                await execute_cell(client, cell, index,
+                                   lambda: max(checkpoint_steps(train_dir), default=0) > before)
             else:
-                await client.async_execute_cell(cell, index)
+                await execute_cell(client, cell, index)
             seconds[cell.id] = time.monotonic() - start
     return seconds, first_run
 
@@ -269,12 +339,10 @@ def run(tmp_path_factory):
     tar, lists_url, zip_url, cut = make_dataset(root)
     shutil.copy(tar, drive / "MyDrive" / "harrison" / "HARRISON_full.tar")
     make_photos(uploads, str(root / "sample" / "HARRISON"))
-    bin_dir = root / "bin"  # `!python3` is this interpreter, as on Colab
-    bin_dir.mkdir()
-    os.symlink(sys.executable, bin_dir / "python3")
     settings = {"REPO_URL": snapshot_repository(str(root / "repository")),
                 "ROOT": str(content), "ARCHIVE_BYTES": str(os.path.getsize(tar)),
                 "LISTS_URL": lists_url, "FIXED_ZIP_URL": zip_url, "TENSORBOARD": "0",
+                "RUN_DEMO": "0",  # conftest's demo_run runs it
                 "PREPROCESS_FLAGS": " ".join(PREPROCESS_FLAGS),
                 "TRAIN_FLAGS": " ".join(TRAIN_FLAGS)}
     source = code_cells(read_notebook())[0].source
@@ -284,10 +352,7 @@ def run(tmp_path_factory):
         os.environ, **{f"NOTEBOOK_{name}": value for name, value in settings.items()},
         COLAB_STANDIN_DRIVE=str(drive), COLAB_STANDIN_UPLOADS=str(uploads),
         COLAB_STANDIN_DOWNLOADS=str(downloads), PYTHONPATH=STANDIN, PIP_NO_INDEX="1",
-        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        # demo.sh's own settings (as tests/conftest.py runs it): the smallest demo.
-        DEMO_PREPROCESS_FLAGS=" ".join(TINY_PREPROCESS_FLAGS),
-        DEMO_TRAIN_FLAGS=" ".join(TINY_TRAIN_FLAGS))
+        **kernel_settings(root))
     values = settings_values({f"NOTEBOOK_{name}": value for name, value in settings.items()})
     notebook = read_notebook()
     start = time.monotonic()
@@ -311,13 +376,18 @@ def test_no_cell_failed_and_the_file_is_unchanged(run):
         cell.source for cell in run["cells"].values()]
 
 
-def test_section_1_clones_the_project_and_runs_the_demo(run):
+def test_section_1_clones_the_project_and_runs_the_demo(run, demo_run):
     cells, values = run["cells"], run["settings"]
     assert "GPUs: none" in cell_text(cells["gpu-check"])
     assert "Cloning into" in cell_text(cells["clone"])
     assert os.path.isfile(os.path.join(values["REPO_DIR"], "colab.ipynb"))
-    demo = cell_text(cells["demo"]).rstrip().splitlines()
-    assert demo[-1] == "contact sheet: work/train/eval/contact_sheet.png", demo[-20:]
+    # The cell's `!bash demo.sh` is what conftest's demo_run runs (the smallest settings, its
+    # work folder elsewhere): the notebook does not run it twice, and says it skipped it.
+    assert cell_text(cells["demo"]).strip() == "demo skipped (RUN_DEMO in section 0)"
+    assert "!bash demo.sh" in cells["demo"].source
+    demo = demo_run["result"].stdout.rstrip().splitlines()
+    sheet = os.path.join(demo_run["train_dir"], "eval", "contact_sheet.png")
+    assert demo[-1] == f"contact sheet: {sheet}", demo[-20:]
 
 
 def test_section_2_extracts_the_archive_from_drive_with_the_lists_and_the_fixed_image(run):

@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-from conftest import REPO, run_script
+from conftest import REPO, run_python, run_script
 
 # Runs a script and prints its peak resident memory (ru_maxrss, kB on Linux) as the last line
 # of stderr: argv = script, its arguments.
@@ -278,9 +278,8 @@ def test_a_batch_ends_at_batch_size_images_or_its_pixel_budget(tmp_path):
             Image.new("RGB", (20, 20) if name == "big" else (10, 10)).save(path)
         paths.append(str(path))
 
-    result = subprocess.run([sys.executable, "-c", BATCHES, json.dumps(paths),
-                             json.dumps([[3, 250], [3, 10**9]])], cwd=REPO, capture_output=True,
-                            text=True, timeout=300)
+    result = run_python(BATCHES, json.dumps(paths), json.dumps([[3, 250], [3, 10**9]]),
+                        timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     by_pixels, by_count = json.loads(result.stdout.splitlines()[-1])
     # An error line waits only for the images before it; an image over the budget runs alone.

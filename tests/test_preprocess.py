@@ -1,7 +1,7 @@
 """preprocess.py end to end on a small HARRISON-format dataset full of real-world trouble.
 
-The script runs as users run it (a subprocess); the records are read back and checked against
-the source images and lists.
+The script runs as users run it (a process of its own: conftest.run_script); the records are
+read back and checked against the source images and lists.
 """
 import filecmp
 import io
@@ -17,9 +17,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import REPO, run_python, run_script
 from data import build_records, harrison, image_files
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_SIZE = 64
 TEST_SIZE = 20
 SHARD_SIZE = 16
@@ -28,8 +28,7 @@ GOOD = 150  # plain RGB photos, enough for several shards and a kill mid-run
 
 
 def run_preprocess(*args, timeout=180):
-    return subprocess.run([sys.executable, os.path.join(REPO, "preprocess.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_script("preprocess.py", *args, timeout=timeout)
 
 
 def _photo(rng, width, height):
@@ -290,10 +289,8 @@ os.replace = _replace_or_die
 
 
 def run_patched(patch, *args, timeout=180):
-    return subprocess.run([sys.executable, "-c", PATCHED_RUN.replace("PATCH", patch),
-                           os.path.join(REPO, "preprocess.py"), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout,
-                          start_new_session=True)
+    return run_python(PATCHED_RUN.replace("PATCH", patch), os.path.join(REPO, "preprocess.py"),
+                      *args, timeout=timeout, new_session=True, for_script="preprocess.py")
 
 
 def run_killed_before_replace(name, *args):

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import REPO
 from data import harrison, sample
 from test_preprocess import (leave_free, litter, run_killed_before_replace, run_patched,
                              run_preprocess, small_disk)  # noqa: F401 (a fixture)
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_sample_is_deterministic_and_in_harrison_format(tmp_path):
@@ -45,10 +44,8 @@ def test_sample_is_deterministic_and_in_harrison_format(tmp_path):
 def sample_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("sample")
     output_dir = str(base / "records")
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "preprocess.py"), "--sample",
-         f"--sample_dir={base / 'sample'}", f"--records_dir={output_dir}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_preprocess("--sample", f"--sample_dir={base / 'sample'}",
+                            f"--records_dir={output_dir}", timeout=300)
     assert result.returncode == 0, result.stderr
     return output_dir, str(base / "sample" / "HARRISON")
 

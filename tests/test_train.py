@@ -5,8 +5,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,29 +12,13 @@ import pytest
 
 import tensorflow.compat.v1 as tf
 
+from conftest import TINY_TRAIN_FLAGS, checkpoint_steps, run_train, start_script
 from data import harrison
 from nets import train_dir as train_dir_lib
 from nets import distribution, optimization, recipe, train_step
 from train_records import VOCAB, write_records
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--preset=cpu", "--image_size=75", "--depth_multiplier=0.1", "--batch_size=8",
-        "--save_every_steps=4", "--summary_every_steps=4"]
-
-
-def train_command(records_dir, train_dir, *extra):
-    return [sys.executable, "train.py", f"--records_dir={records_dir}",
-            f"--train_dir={train_dir}", *TINY, *extra]
-
-
-def run_train(*args):
-    return subprocess.run(train_command(*args), cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-
-
-def checkpoint_steps(train_dir):
-    return sorted(int(p.rsplit("-", 1)[1].split(".")[0])
-                  for p in glob.glob(os.path.join(train_dir, "model.ckpt-*.index")))
+EVERY_4_STEPS = ["--save_every_steps=4", "--summary_every_steps=4"]
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +28,9 @@ def killed_and_resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     records_dir, train_dir = str(root / "records"), str(root / "train")
     write_records(records_dir)
-    command = train_command(records_dir, train_dir, "--max_steps=24")
-    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    settings = [*EVERY_4_STEPS, "--max_steps=24"]
+    first = start_script("train.py", f"--records_dir={records_dir}", f"--train_dir={train_dir}",
+                         *TINY_TRAIN_FLAGS, *settings)
     deadline = time.time() + 300
     while not os.path.exists(os.path.join(train_dir, "checkpoint")):
         assert first.poll() is None and time.time() < deadline, "no checkpoint was written"
@@ -56,7 +38,7 @@ def killed_and_resumed(tmp_path_factory):
     first.send_signal(signal.SIGKILL)
     first.wait()
     killed_at = train_dir_lib.resolve(train_dir)[0]
-    second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    second = run_train(records_dir, train_dir, *settings)  # the same command
     return records_dir, train_dir, killed_at, second
 
 
@@ -85,8 +67,8 @@ def test_rerun_after_kill_resumes_from_the_saved_step(killed_and_resumed):
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(killed_and_resumed):
     records_dir, train_dir, _, _ = killed_and_resumed
     before = checkpoint_steps(train_dir)
-    result = run_train(records_dir, train_dir, "--max_steps=40", "--learning_rate=1e30",
-                       "--learning_rate_decay=fixed", "--warmup_steps=0")
+    result = run_train(records_dir, train_dir, *EVERY_4_STEPS, "--max_steps=40",
+                       "--learning_rate=1e30", "--learning_rate_decay=fixed", "--warmup_steps=0")
     assert result.returncode == 2
     assert "loss is nan" in result.stderr or "loss is inf" in result.stderr, result.stderr[-2000:]
     assert "model.ckpt-24" in result.stderr and "Traceback" not in result.stderr
@@ -101,7 +83,7 @@ def test_train_dir_of_another_vocabulary_is_a_clear_error(killed_and_resumed,
     shutil.copytree(records_dir, other_records)
     with open(os.path.join(other_records, "vocab.txt"), "w") as f:
         f.write("".join(t + "\n" for t in ["red", "green", "teal", "bright", "dark"]))
-    result = run_train(other_records, train_dir, "--max_steps=40")
+    result = run_train(other_records, train_dir, *EVERY_4_STEPS, "--max_steps=40")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "another vocabulary" in result.stderr and "line 3" in result.stderr
     assert checkpoint_steps(train_dir)[-1] == 24

@@ -3,18 +3,16 @@ the folder is called or wherever it moved, damaged ones are passed over for the 
 one, a train_dir of another model or vocabulary is refused, one trainer holds it at a time."""
 import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 import tensorflow.compat.v1 as tf
 
+from conftest import REPO, start_python
 from nets import train_dir
 
 CONFIG = {"backbone": "inception_v3", "depth_multiplier": 0.5, "num_tags": 3, "loss": "sigmoid",
           "image_size": 139}
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def save_checkpoints(directory, steps, shape=(3,)):
@@ -134,9 +132,7 @@ with train_dir.exclusive({directory!r}):
 
 def test_one_trainer_at_a_time_and_a_killed_one_leaves_no_stuck_lock(tmp_path):
     directory = str(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK.format(repo=REPO,
-                                                                      directory=directory)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = start_python(HOLD_LOCK.format(repo=REPO, directory=directory), stdout_pipe=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(train_dir.TrainDirError, match=f"in use by another train.py \\(pid "

@@ -9,8 +9,6 @@ import io
 import logging
 import os
 import signal
-import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -20,11 +18,10 @@ import pytest
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from conftest import run_script
+from conftest import run_script, start_python
 from nets import model, warm_start
 from train_records import VOCAB, write_records
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPTH = 0.1
 HEAD = ("InceptionV3/Logits/", "InceptionV3/AuxLogits/")
 
@@ -222,13 +219,12 @@ def test_train_py_warm_starts_from_imagenet_through_a_loopback_download(server, 
     write_records(str(tmp_path / "records"), {"train": 8, "test": 2})
     cache = tmp_path / "pretrained"
     LoopbackHandler.requests.clear()
-    command = [sys.executable, "train.py", "--preset=cpu", f"--records_dir={tmp_path / 'records'}",
-               f"--train_dir={tmp_path / 'train'}", "--warm_start=imagenet",
-               f"--imagenet_url={url}", f"--pretrained_dir={cache}",
-               f"--depth_multiplier={DEPTH}", "--image_size=107", "--batch_size=4",
-               "--probe_epochs=0",  # its random batch-norm statistics are no real backbone's
-               "--max_steps=1"]
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    result = run_script("train.py", "--preset=cpu", f"--records_dir={tmp_path / 'records'}",
+                        f"--train_dir={tmp_path / 'train'}", "--warm_start=imagenet",
+                        f"--imagenet_url={url}", f"--pretrained_dir={cache}",
+                        f"--depth_multiplier={DEPTH}", "--image_size=107", "--batch_size=4",
+                        "--probe_epochs=0",  # its random batch-norm statistics: no real backbone's
+                        "--max_steps=1", timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "warm start from" in result.stdout and "restored" in result.stdout, result.stdout
     assert LoopbackHandler.requests == [f"/models/{NAME}"]
@@ -330,10 +326,9 @@ def test_cache_is_keyed_by_url_and_a_damaged_entry_is_downloaded_again(server, t
 def test_temporaries_of_a_killed_download_are_removed_by_the_next_run(server, tmp_path):
     cache = tmp_path / "pretrained"
     stalled = f"{server}/stall/{NAME}"
-    child = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from nets import warm_start; "
-         "warm_start.download_imagenet(sys.argv[1], sys.argv[2])", stalled, str(cache)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = start_python("import sys; from nets import warm_start; "
+                         "warm_start.download_imagenet(sys.argv[1], sys.argv[2])", stalled,
+                         str(cache))
     try:
         deadline = time.monotonic() + 120  # polls for the half-written download, then kill -9
         while not any(os.path.getsize(os.path.join(root, f))

@@ -10,7 +10,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from data import records
+from data import harrison, records
 
 VOCAB = ["red", "green", "blue", "bright", "dark"]
 
@@ -54,9 +54,8 @@ def write_records(records_dir, images_per_split=None, size=(40, 56), shards=2, s
         # file order: shard by shard
         written[split] = [(p, t) for i in range(shards) for p, t, _ in examples[i::shards]]
         manifest_splits[split] = {"images": count, "shards": names}
-    with open(os.path.join(records_dir, "vocab.txt"), "w", encoding="utf-8") as f:
-        f.write("".join(tag + "\n" for tag in VOCAB))
-    with open(os.path.join(records_dir, "manifest.json"), "w", encoding="utf-8") as f:
+    harrison.write_vocab(os.path.join(records_dir, harrison.VOCAB_FILE), VOCAB)
+    with open(os.path.join(records_dir, harrison.MANIFEST_FILE), "w", encoding="utf-8") as f:
         json.dump({"dataset_dir": "synthetic", "image_size": max(size), "seed": seed,
                    "vocab_size": len(VOCAB), "splits": manifest_splits, "skipped": []}, f)
     return written
