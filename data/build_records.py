@@ -1,9 +1,11 @@
 """preprocess.py's engine: a HARRISON directory -> sharded TFRecords, vocab, split, stats, manifest.
 
 How a run goes:
-1. Read and check the lists (data/harrison.py). Entries that cannot be used without opening the
-   image (path outside the root, duplicate, no tag in the vocabulary, missing or empty file)
-   are skipped with a reason; tags outside the vocabulary are dropped and counted.
+1. Read the source (data/sources.py: HARRISON's lists, a table, or a folder of keyworded
+   photos) and plan: entries that cannot be used without opening the image (path outside the
+   root, duplicate, missing or empty file, no tag in the vocabulary chosen by the rules of
+   data/vocabulary.py) are skipped with a reason; tags outside the vocabulary are dropped and
+   counted.
 2. Shuffle the usable entries with numpy's RandomState(seed) (stable across numpy versions).
    The test split is the first `test_size` images of that order that decode, val the next
    `val_size`, train the rest; so an undecodable image never leaves a split short.
@@ -38,7 +40,7 @@ from absl import logging
 from tqdm import tqdm
 
 import cli
-from data import atomic, harrison, image_files
+from data import atomic, harrison, image_files, sources, vocabulary
 
 FORMAT_VERSION = 1
 # Images carved from the train split for validation (checkpoint choice, the linear probe): 5% of
@@ -67,56 +69,6 @@ def default_workers():
         return os.cpu_count() or 1
 
 
-class Entry:
-    __slots__ = ("line", "path", "tag_ids")
-
-    def __init__(self, line, path, tag_ids):
-        self.line, self.path, self.tag_ids = line, path, tag_ids
-
-
-def plan_entries(dataset_dir, paths, tag_lines, vocab):
-    """(usable entries, skipped [{line, path, reason, detail}], Counter of dropped tags).
-
-    Everything decidable without decoding the image is decided here, in data_list order.
-    """
-    tag_ids = {tag: index for index, tag in enumerate(vocab)}
-    entries, skipped, dropped = [], [], collections.Counter()
-    first_line = {}
-
-    def skip(line, path, reason, detail):
-        skipped.append({"line": line, "path": path, "reason": reason, "detail": detail})
-
-    for line, (path, tag_line) in enumerate(zip(paths, tag_lines)):
-        key = harrison.relative_path_key(path)
-        if key is None:
-            skip(line, path, "outside_dataset_dir",
-                 "empty, absolute or '..' path: images must be inside --dataset_dir")
-            continue
-        if key in first_line:
-            skip(line, path, "duplicate", f"same path as line {first_line[key]}")
-            continue
-        first_line[key] = line
-        tags = harrison.parse_tags(tag_line)
-        known = [tag_ids[tag] for tag in tags if tag in tag_ids]
-        dropped.update(tag for tag in tags if tag not in tag_ids)
-        if not known:
-            skip(line, key, "no_known_tag",
-                 f"none of its tags is in the vocabulary: {' '.join(tags)[:100]!r}")
-            continue
-        try:
-            status = os.stat(os.path.join(dataset_dir, key))
-        except OSError:
-            skip(line, key, "missing", "file not found")
-            continue
-        if not stat.S_ISREG(status.st_mode):
-            skip(line, key, "missing", "not a regular file")
-        elif status.st_size == 0:
-            skip(line, key, "empty", "file is empty (0 bytes)")
-        else:
-            entries.append(Entry(line, key, known))
-    return entries, skipped, dropped
-
-
 def split_order(count, seed):
     """The processing order of the usable entries: test first, then val, then train."""
     return np.random.RandomState(seed).permutation(count)
@@ -129,15 +81,17 @@ def shard_starts(total, shard_size):
     return [index * total // count for index in range(count)]
 
 
-def _settings(dataset_dir, image_size, test_size, val_size, seed, shard_size, quality):
-    digest = hashlib.sha256()
-    for name in (harrison.DATA_LIST, harrison.TAG_LIST, harrison.VOCAB_INDEX):
-        with open(os.path.join(dataset_dir, name), "rb") as handle:
-            digest.update(hashlib.sha256(handle.read()).digest())
-    return {"dataset_dir": os.path.abspath(dataset_dir), "image_size": image_size,
-            "test_size": test_size, "val_size": val_size, "seed": seed, "shard_size": shard_size,
-            "jpeg_quality": quality, "format_version": FORMAT_VERSION,
-            "lists_sha256": digest.hexdigest()}
+def _settings(catalogue, image_size, test_size, val_size, seed, shard_size, quality, rules):
+    """What identifies a run's output. The vocabulary rules appear only when not at their
+    defaults, so that an output of HARRISON made before they existed is still the same run."""
+    settings = {"dataset_dir": os.path.abspath(catalogue.root), "image_size": image_size,
+                "test_size": test_size, "val_size": val_size, "seed": seed,
+                "shard_size": shard_size, "jpeg_quality": quality,
+                "format_version": FORMAT_VERSION, **catalogue.settings}
+    defaults = {"min_tag_photos": vocabulary.DEFAULT_MIN_PHOTOS,
+                "max_vocab": vocabulary.DEFAULT_MAX_SIZE}
+    settings.update({name: value for name, value in rules.items() if value != defaults[name]})
+    return settings
 
 
 def _previous_settings(output_dir):
@@ -305,38 +259,45 @@ def default_val_size(images):
     return min(DEFAULT_VAL_SIZE, images // 10)
 
 
-def build_records(dataset_dir, output_dir, image_size=342, test_size=5000, val_size=None, seed=42,
+def build_records(catalogue, output_dir, image_size=342, test_size=5000, val_size=None, seed=42,
                   shard_size=1024, workers=None, overwrite=False, quality=image_files.JPEG_QUALITY,
-                  log=print):
-    """Runs the whole conversion; returns the manifest dict. `val_size` None: the default
-    (default_val_size). Raises harrison.FormatError, or OutputError when output_dir is in use
-    or its disk full."""
-    for name, value, low in (("image_size", image_size, 16), ("test_size", test_size, 0),
-                             ("val_size", val_size or 0, 0), ("shard_size", shard_size, 1)):
+                  log=print, min_tag_photos=vocabulary.DEFAULT_MIN_PHOTOS,
+                  max_vocab=vocabulary.DEFAULT_MAX_SIZE):
+    """Runs the whole conversion of a data/sources.py Catalogue; returns the manifest dict.
+    `test_size` None: a tenth of the usable images, at most 5,000; `val_size` None: the
+    default (default_val_size). Raises harrison.FormatError, or OutputError when output_dir is
+    in use or its disk full."""
+    for name, value, low in (("image_size", image_size, 16), ("test_size", test_size or 0, 0),
+                             ("val_size", val_size or 0, 0), ("shard_size", shard_size, 1),
+                             ("min_tag_photos", min_tag_photos, 1), ("max_vocab", max_vocab, 1)):
         if value < low:
             raise harrison.FormatError(f"--{name} must be at least {low}, got {value}")
     workers = workers or default_workers()
-    paths, tag_lines = harrison.read_lists(dataset_dir)
-    vocab = harrison.read_vocab_index(os.path.join(dataset_dir, harrison.VOCAB_INDEX))
-    entries, skipped, dropped = plan_entries(dataset_dir, paths, tag_lines, vocab)
+    entries, skipped, dropped, vocab = sources.plan(catalogue, min_tag_photos, max_vocab)
+    if entries and not vocab.tags:
+        raise harrison.FormatError(f"no tag is on {min_tag_photos} or more photos: the "
+                                   "vocabulary is empty (see --min_tag_photos)")
+    if test_size is None:
+        test_size = min(5000, len(entries) // 10)
     if val_size is None:
         val_size = default_val_size(max(len(entries) - test_size, 0))
         if val_size < DEFAULT_VAL_SIZE:
             log(f"val split: {val_size} images, a tenth of the {len(entries) - test_size} left "
                 f"after the test split (too few for the default {DEFAULT_VAL_SIZE:,})")
-    settings = _settings(dataset_dir, image_size, test_size, val_size, seed, shard_size, quality)
+    settings = _settings(catalogue, image_size, test_size, val_size, seed, shard_size, quality,
+                         {"min_tag_photos": min_tag_photos, "max_vocab": max_vocab})
     if test_size + val_size >= len(entries):
         raise harrison.FormatError(
-            f"only {len(entries)} usable images of {len(paths)}: --test_size={test_size} and "
-            f"--val_size={val_size} leave none for training")
+            f"only {len(entries)} usable images of {len(catalogue.rows)}: --test_size={test_size} "
+            f"and --val_size={val_size} leave none for training")
     with _writing(output_dir):
         prepare_output_dir(output_dir, settings, overwrite)
         log(f"converting {len(entries)} images to {image_size} px on {workers} worker(s) "
             f"-> {output_dir}")
-        split_of, summaries = _convert(dataset_dir, output_dir, entries, settings, workers,
+        split_of, summaries = _convert(catalogue.root, output_dir, entries, settings, workers,
                                        skipped)
         return _write_metadata(output_dir, settings, vocab, entries, split_of, summaries,
-                               skipped, dropped, len(paths), log)
+                               skipped, dropped, len(catalogue.rows), log)
 
 
 def _convert(dataset_dir, output_dir, entries, settings, workers, skipped):
@@ -406,11 +367,12 @@ def _write_splits(tf, output_dir, entries, converted, settings, skipped, progres
     return split_of, summaries
 
 
-def _write_metadata(output_dir, settings, vocab, entries, split_of, summaries, skipped, dropped,
+def _write_metadata(output_dir, settings, chosen, entries, split_of, summaries, skipped, dropped,
                     num_lines, log):
     import pandas as pd
 
     splits = [split for split in SPLITS if split in summaries]
+    vocab = chosen.tags
     harrison.write_vocab(os.path.join(output_dir, harrison.VOCAB_FILE), vocab)
 
     kept = sorted(split_of, key=lambda index: entries[index].line)
@@ -423,7 +385,7 @@ def _write_metadata(output_dir, settings, vocab, entries, split_of, summaries, s
     for split in splits:
         ids = [tag for index in kept if split_of[index] == split for tag in entries[index].tag_ids]
         stats[split] = np.bincount(np.asarray(ids, dtype=np.int64), minlength=len(vocab))
-    _write_csv(stats, os.path.join(output_dir, harrison.TAG_STATS_FILE))
+    _write_csv(chosen.with_cut_tags(stats), os.path.join(output_dir, harrison.TAG_STATS_FILE))
 
     # A shard name of an earlier run with other image decode results (same settings) goes too.
     final_shards = {name for split in splits for name in summaries[split]["shards"]}

@@ -200,10 +200,16 @@ def test_split_is_disjoint_complete_and_matches_records(dataset, output):
     for name, split_records in records.items():
         assert sorted(r["line"] for r in split_records) == sorted(split.line[split.split == name])
     stats = pd.read_csv(os.path.join(output["dir"], "tag_stats.csv"))
-    assert list(stats["tag"]) == VOCAB and list(stats["id"]) == list(range(len(VOCAB)))
+    kept, cut = stats[stats["cut"].isna()], stats[stats["cut"].notna()]
+    assert list(kept["tag"]) == VOCAB and list(kept["id"]) == list(range(len(VOCAB)))
     for name, split_records in records.items():
         expected = np.bincount([t for r in split_records for t in r["tags"]], minlength=len(VOCAB))
-        assert list(stats[name]) == list(expected)
+        assert list(kept[name]) == list(expected)
+    # The tags outside vocab_index.txt, with the photos that carry them (the most frequent first).
+    assert cut[["tag", "photos", "cut"]].values.tolist() == [
+        [tag, photos, "not in the vocabulary file"]
+        for tag, photos in (("notinvocab", GOOD // 10), ("unknown1", 1), ("unknown2", 1))]
+    assert cut[["id", *records]].isna().all().all()
 
 
 def test_split_is_deterministic_per_seed():
