@@ -4,7 +4,7 @@
   `#Café`, `café` and `CAFE\u0301` are one tag, `New  York` is `new york`.
 - `hashtags`: the `#hashtags` of a caption as Instagram links them: any script, any case; a tag
   runs over letters, marks, digits and `_`; a `#` inside a word is not a tag (`C#`, `a#b`), nor
-  is one without a letter (`#1`).
+  is one without a letter (`#1`), an HTML entity (`&#39;`) or a link's anchor (`site.com/#top`).
 - `tags_of_cell`: a table's tags cell: comma- (or semicolon-) separated when it has any, else
   whitespace-separated (`sunset, new york` or `#sunset #beach`).
 - `choose`: the vocabulary of the photos' tags: tags on fewer than `min_photos` photos are cut,
@@ -41,9 +41,11 @@ def hashtags(caption):
     """The caption's hashtags (without `#`, as written), in order, repeats included."""
     found = []
     for match in _HASH.finditer(caption):
-        start = match.start()
-        if start and (_in_tag(caption[start - 1]) or caption[start - 1] == "&"):
-            continue  # inside a word (C#, a#b) or an HTML entity (&#39;)
+        start = before = match.start()
+        while before and unicodedata.category(caption[before - 1])[0] == "M":
+            before -= 1  # marks belong to the character before them (❤️ is ❤ + a selector)
+        if before and (_in_tag(caption[before - 1]) or caption[before - 1] in "&/"):
+            continue  # inside a word (C#, a#b), an HTML entity (&#39;), a link (site.com/#top)
         end = start + 1
         while end < len(caption) and _in_tag(caption[end]):
             end += 1
