@@ -119,7 +119,8 @@ def photos(folder, run_map=map, progress=True):
     results = tqdm(results, total=len(paths), unit="photo", desc="keywords", mininterval=0.5,
                    disable=not progress, dynamic_ncols=True)
     rows, digest = [], hashlib.sha256()
-    for line, (path, (tags, skip)) in enumerate(zip(paths, results)):
+    for line, ((tags, skip), path) in enumerate(zip(results, paths)):  # results first: the
+        # progress bar sees their end
         rows.append((line, path, tags, skip))
         digest.update(repr((path, tags, skip)).encode("utf-8"))
     return Catalogue(folder, rows, {"photos_sha256": digest.hexdigest()})
