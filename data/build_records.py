@@ -26,13 +26,11 @@ import collections
 import contextlib
 import ctypes
 import errno
-import hashlib
 import json
 import multiprocessing
 import os
 import re
 import signal
-import stat
 import sys
 
 import numpy as np
@@ -371,8 +369,7 @@ def _write_metadata(output_dir, settings, chosen, entries, split_of, summaries, 
                     num_lines, log):
     import pandas as pd
 
-    splits = [split for split in SPLITS if split in summaries]
-    vocab = chosen.tags
+    splits, vocab = [split for split in SPLITS if split in summaries], chosen.tags
     harrison.write_vocab(os.path.join(output_dir, harrison.VOCAB_FILE), vocab)
 
     kept = sorted(split_of, key=lambda index: entries[index].line)

@@ -23,7 +23,6 @@ import codecs
 import csv
 import io
 import json
-import os
 
 from data import harrison, vocabulary
 
