@@ -53,7 +53,7 @@ flags.DEFINE_float("sample_every", 10.0, "Seconds of preprocess.py between two f
 flags.DEFINE_integer("workers", None, "Cores (default: all available).")
 flags.DEFINE_bool("keep", False, "Keep the records written by preprocess.py.")
 
-DISTINCT_PHOTOS = 8
+DISTINCT_PHOTOS = 64
 CORRUPT_ROWS = (25526, 50762)  # corrupt in the real archive
 
 
@@ -70,33 +70,32 @@ def _photo(seed):
     return buffer.getvalue()
 
 
+def _with_comment(jpeg, text):
+    """`jpeg` with a COM segment after its SOI marker: other bytes, the same pixels."""
+    comment = text.encode("ascii")
+    return jpeg[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + jpeg[2:]
+
+
 def build_standin(lists_dir, standin_dir):
-    """The full stand-in (cached): lists copied, a photo hard-linked at every listed path."""
+    """The full stand-in (cached): lists copied, a file of its own at every listed path (one of
+    DISTINCT_PHOTOS photos, made unique by a JPEG comment naming its row), as the real
+    dataset's ~6 GB of separate files; the CORRUPT_ROWS truncated."""
     done = os.path.join(standin_dir, ".complete")
     if os.path.isfile(done):
         return standin_dir
-    print(f"building the stand-in under {standin_dir} (once)...", flush=True)
+    print(f"building the stand-in under {standin_dir} (once, about 6 GB)...", flush=True)
     shutil.rmtree(standin_dir, ignore_errors=True)
-    os.makedirs(os.path.join(standin_dir, "photos"))
+    os.makedirs(standin_dir)
     for name in (harrison.DATA_LIST, harrison.TAG_LIST, harrison.VOCAB_INDEX):
         shutil.copyfile(os.path.join(lists_dir, name), os.path.join(standin_dir, name))
-    sources = []
-    for index in range(DISTINCT_PHOTOS):
-        source = os.path.join(standin_dir, "photos", f"photo_{index}.jpg")
-        with open(source, "wb") as handle:
-            handle.write(_photo(index))
-        sources.append(source)
+    photos = [_photo(index) for index in range(DISTINCT_PHOTOS)]
     paths, _ = harrison.read_lists(standin_dir)
     for row, path in enumerate(paths):
         target = os.path.join(standin_dir, path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        if row in CORRUPT_ROWS:
-            with open(sources[0], "rb") as handle:
-                data = handle.read()
-            with open(target, "wb") as handle:
-                handle.write(data[:len(data) // 3])
-        else:
-            os.link(sources[row % len(sources)], target)
+        data = _with_comment(photos[row % DISTINCT_PHOTOS], f"stand-in row {row}")
+        with open(target, "wb") as handle:
+            handle.write(data[:len(data) // 3] if row in CORRUPT_ROWS else data)
     open(done, "w").close()
     return standin_dir
 
