@@ -28,7 +28,7 @@ flags.DEFINE_integer("val_size", None, "Images in the validation split, carved f
                      lower_bound=0)
 flags.DEFINE_integer("seed", 42, "Seed of the train/val/test split.")
 # Up to 2048 px: beyond it the records of HARRISON would not fit a Colab disk.
-flags.DEFINE_integer("shorter_side", 342,
+flags.DEFINE_integer("shorter_side", build_records.DEFAULT_IMAGE_SIZE,
                      "Shorter side of the stored images in pixels, aspect ratio kept. 342 = "
                      "299 / 0.875: evaluation's central 87.5% crop is then Inception v3's "
                      "299 px without upsampling. With --sample the default is 159 (for 139 px).",

@@ -39,6 +39,7 @@ from data import atomic, harrison, image_files, shards
 from data.process_pool import ordered_map  # noqa: F401  (also the data sources' pool)
 
 FORMAT_VERSION = 1
+DEFAULT_IMAGE_SIZE = 342  # preprocess.py's --shorter_side (299 / 0.875, see its flag)
 # Images carved from the train split for validation (checkpoint choice, the linear probe): 5% of
 # HARRISON's train images; precision@1's standard error on them is about 0.9 points (p ~ 0.3).
 DEFAULT_VAL_SIZE = 2500
@@ -211,9 +212,9 @@ def default_val_size(images):
     return min(DEFAULT_VAL_SIZE, images // 10)
 
 
-def build_records(dataset_dir, output_dir, image_size=342, test_size=5000, val_size=None, seed=42,
-                  shard_size=1024, workers=None, overwrite=False, quality=image_files.JPEG_QUALITY,
-                  log=print):
+def build_records(dataset_dir, output_dir, image_size=DEFAULT_IMAGE_SIZE, test_size=5000,
+                  val_size=None, seed=42, shard_size=1024, workers=None, overwrite=False,
+                  quality=image_files.JPEG_QUALITY, log=print):
     """Runs the whole conversion; returns the manifest dict. `val_size` None: the default
     (default_val_size). Raises harrison.FormatError, or OutputError when output_dir is in use
     or its disk full."""
