@@ -14,7 +14,7 @@ import time
 from absl import flags
 
 import cli
-from data import build_records, sample, sources, vocabulary
+from data import build_records, process_pool, sample, sources, vocabulary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset_dir", None,
@@ -52,7 +52,7 @@ flags.DEFINE_integer("val_size", None, "Images in the validation split, carved f
                      lower_bound=0)
 flags.DEFINE_integer("seed", 42, "Seed of the train/val/test split.")
 # Up to 2048 px: beyond it the records of HARRISON would not fit a Colab disk.
-flags.DEFINE_integer("shorter_side", 342,
+flags.DEFINE_integer("shorter_side", build_records.DEFAULT_IMAGE_SIZE,
                      "Shorter side of the stored images in pixels, aspect ratio kept. 342 = "
                      "299 / 0.875: evaluation's central 87.5% crop is then Inception v3's "
                      "299 px without upsampling. With --sample the default is 159 (for 139 px).",
@@ -103,7 +103,7 @@ def _catalogue():
                              FLAGS.allow_outside_paths)
     if FLAGS.photos_dir:
         start = time.perf_counter()
-        with build_records.ordered_map(FLAGS.workers or build_records.default_workers()) as run:
+        with process_pool.ordered_map(FLAGS.workers or build_records.default_workers()) as run:
             catalogue = sources.photos(FLAGS.photos_dir, run)
         print(f"keywords: read from {len(catalogue.rows)} photos in "
               f"{time.perf_counter() - start:.1f} s")
