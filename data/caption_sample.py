@@ -10,13 +10,10 @@ tags). A model trained on the sample can be adapted to it; preprocess.py reads i
 mid-sentence, `C#`-like false hashtags, a few captions with no hashtag at all.
 """
 import csv
-import json
 import os
 import random
 
-from PIL import Image, ImageDraw
-
-from data import atomic, sample
+from data import sample
 
 GENERATOR_VERSION = 1
 DEFAULT_IMAGES = 300
@@ -94,12 +91,9 @@ def _draw(draw, name, scene, ground, width, height, rng):
 
 def draw_post(rng):
     """(PIL image, hashtags, caption) of one post."""
-    width, height = rng.choice([(192, 192)] * 5 + [(224, 160), (160, 224)])
-    scene = rng.choice(SCENES)
-    image = Image.new("RGB", (width, height))
-    draw = ImageDraw.Draw(image)
-    ground = _background(draw, scene, width, height, rng)
-    objects = [name for name, p in SCENE_OBJECTS[scene].items() if rng.random() < p]
+    image, draw, scene, ground, objects = sample.start_picture(
+        rng, [(192, 192)] * 5 + [(224, 160), (160, 224)], SCENES, SCENE_OBJECTS, _background)
+    width, height = image.size
     for name in objects:
         _draw(draw, name, scene, ground, width, height, rng)
     tags = [scene] + objects + [tag for tag, p in SCENE_CONTEXT[scene].items()
@@ -132,15 +126,7 @@ def ensure_caption_sample(folder, num_images=DEFAULT_IMAGES, seed=1):
     """Path of the posts table under `folder` (`<folder>/posts/posts.csv`), generated unless
     there already with the same parameters; written whole or not at all (data/atomic.py)."""
     root = os.path.join(folder, "posts")
-    atomic.remove_leftovers(root)
     info = {"generator_version": GENERATOR_VERSION, "images": num_images, "seed": seed}
-    info_path = os.path.join(root, "sample_info.json")
-    if os.path.isfile(info_path):
-        with open(info_path, encoding="utf-8") as handle:
-            if json.load(handle) == info:
-                return os.path.join(root, TABLE)
-    with atomic.atomic_dir(root) as temporary:
-        write_caption_sample(temporary, num_images, seed)
-        with open(os.path.join(temporary, "sample_info.json"), "w", encoding="utf-8") as handle:
-            json.dump(info, handle)
+    sample.ensure_generated(root, info,
+                            lambda target: write_caption_sample(target, num_images, seed))
     return os.path.join(root, TABLE)
