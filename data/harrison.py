@@ -15,10 +15,9 @@ Lines may end with LF or CRLF, and tags may be any UTF-8 text. Everything here i
 import json
 import os
 import posixpath
-import unicodedata
 
 import cli
-from data import atomic
+from data import atomic, vocabulary
 
 DATA_LIST = "data_list.txt"
 TAG_LIST = "tag_list.txt"
@@ -55,19 +54,10 @@ def _read_lines(path, what):
     return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
-def normalize_tag(tag):
-    """One spelling per hashtag: Unicode NFC, so a composed and a decomposed `café` are one tag."""
-    return unicodedata.normalize("NFC", tag)
-
-
 def parse_tags(line):
-    """The hashtags of one tag_list.txt line, in order, without duplicates."""
-    tags = []
-    for tag in line.split():
-        tag = normalize_tag(tag)
-        if tag not in tags:
-            tags.append(tag)
-    return tags
+    """The hashtags of one tag_list.txt line, normalized (data/vocabulary.py: NFC, case-folded,
+    no leading `#`), in order, without duplicates."""
+    return vocabulary.unique_tags(line.split())
 
 
 def read_vocab_index(path):
@@ -83,9 +73,11 @@ def read_vocab_index(path):
         where = f"malformed vocabulary file {path}: line {row}"
         if len(fields) != 2:
             raise FormatError(f"{where}: expected 'tag id', got {line.strip()!r}")
-        tag, index = normalize_tag(fields[0]), fields[1]
+        tag, index = vocabulary.normalize_tag(fields[0]), fields[1]
         if not index.isdigit() or int(index) != row:
             raise FormatError(f"{where}: id {index!r} should be {row} (ids must equal the row number)")
+        if not tag:
+            raise FormatError(f"{where}: {fields[0]!r} is not a tag")
         if tag in seen:
             raise FormatError(f"{where}: tag {tag!r} already on line {seen[tag]}")
         seen[tag] = row

@@ -107,7 +107,8 @@ def as_stored(image, shorter_side):
     `shorter_side` by PIL's antialiased bicubic resize, aspect ratio kept."""
     image.draft(image.mode, (shorter_side, shorter_side))
     image.load()
-    image = to_rgb(ImageOps.exif_transpose(image))
+    ImageOps.exif_transpose(image, in_place=True)  # not in place, it copies an upright photo
+    image = to_rgb(image)
     new_size = scaled_size(image.width, image.height, shorter_side)
     return image.resize(new_size, Image.BICUBIC) if new_size != image.size else image
 
@@ -138,16 +139,6 @@ def convert_image(path, image_size, quality=JPEG_QUALITY):
         detail = f"{type(error).__name__}: {error}".splitlines()[0][:200]
         reason = "truncated" if "truncated" in detail else "undecodable"
         raise ImageError(reason, detail) from None
-
-
-def convert_for_record(job):
-    """Worker entry point: job = (path, image_size, quality) -> ("ok", jpeg, h, w) or
-    ("skip", reason, detail). Returns instead of raising so one bad file never stops a pool."""
-    path, image_size, quality = job
-    try:
-        return ("ok",) + convert_image(path, image_size, quality)
-    except ImageError as error:
-        return ("skip", error.reason, error.detail)
 
 
 # ---------------------------------------------------------------------------- photos

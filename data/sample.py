@@ -158,14 +158,26 @@ def _draw_object(draw, name, colour, scene, ground, width, height, rng):
         draw.ellipse([x - r // 2, y - r // 2, x + r // 2, y + r // 2], fill=(250, 220, 40))
 
 
-def draw_sample_image(rng):
-    """(PIL image, hashtags) of one sample photo; the tags describe what is drawn."""
-    width, height = rng.choice([(192, 192)] * 6 + [(224, 160), (160, 224)])
-    scene = rng.choice(SCENES)
+def start_picture(rng, sizes, scenes, scene_objects, background):
+    """A picture's size drawn from `sizes`, its scene from `scenes` painted by `background`
+    (returning the ground line's y), and the objects of `scene_objects[scene]` ({name:
+    probability}) that it will show, drawn by chance; the caller draws them. Returns (image,
+    its ImageDraw, scene, ground y, object names). Shared with data/caption_sample.py."""
+    width, height = rng.choice(sizes)
+    scene = rng.choice(scenes)
     image = Image.new("RGB", (width, height))
     draw = ImageDraw.Draw(image)
-    ground = _background(draw, scene, width, height, rng)
-    objects = [name for name, p in SCENE_OBJECTS[scene].items() if rng.random() < p][:3]
+    ground = background(draw, scene, width, height, rng)
+    objects = [name for name, p in scene_objects[scene].items() if rng.random() < p]
+    return image, draw, scene, ground, objects
+
+
+def draw_sample_image(rng):
+    """(PIL image, hashtags) of one sample photo; the tags describe what is drawn."""
+    image, draw, scene, ground, objects = start_picture(
+        rng, [(192, 192)] * 6 + [(224, 160), (160, 224)], SCENES, SCENE_OBJECTS, _background)
+    width, height = image.size
+    objects = objects[:3]
     tags, colours = [scene], []
     for name in objects:
         colour_name = rng.choice(sorted(COLOURS)) if name in COLOURED_OBJECTS else None
@@ -215,17 +227,24 @@ def ensure_sample(sample_dir, num_images=DEFAULT_IMAGES, seed=0):
     run never leaves half a dataset; an existing sample of other parameters is replaced.
     """
     root = os.path.join(sample_dir, "HARRISON")
-    # Also when the sample is there already: a run killed after swapping in a new sample left
-    # the old one beside it.
-    atomic.remove_leftovers(root)
     info = {"generator_version": GENERATOR_VERSION, "images": num_images, "seed": seed}
+    ensure_generated(root, info, lambda folder: write_sample(folder, num_images, seed))
+    return root
+
+
+def ensure_generated(root, info, write):
+    """Makes `root` by `write(folder)` unless it holds a dataset generated with `info` already
+    (its sample_info.json); written in a temporary folder that replaces `root` whole
+    (data/atomic.py). Shared with data/caption_sample.py."""
+    # Also when the dataset is there already: a run killed after swapping in a new one left the
+    # old one beside it.
+    atomic.remove_leftovers(root)
     info_path = os.path.join(root, "sample_info.json")
     if os.path.isfile(info_path):
         with open(info_path, encoding="utf-8") as handle:
             if json.load(handle) == info:
-                return root
+                return
     with atomic.atomic_dir(root) as temporary:
-        write_sample(temporary, num_images, seed)
+        write(temporary)
         with open(os.path.join(temporary, "sample_info.json"), "w", encoding="utf-8") as handle:
             json.dump(info, handle)
-    return root

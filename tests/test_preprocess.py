@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, run_python, run_script
-from data import build_records, harrison, image_files
+from data import build_records, harrison, image_files, shards
 
 IMAGE_SIZE = 64
 TEST_SIZE = 20
@@ -199,14 +199,20 @@ def test_split_is_disjoint_complete_and_matches_records(dataset, output):
     for name, split_records in records.items():
         assert sorted(r["line"] for r in split_records) == sorted(split.line[split.split == name])
     stats = pd.read_csv(os.path.join(output["dir"], "tag_stats.csv"))
-    assert list(stats["tag"]) == VOCAB and list(stats["id"]) == list(range(len(VOCAB)))
+    kept, cut = stats[stats["cut"].isna()], stats[stats["cut"].notna()]
+    assert list(kept["tag"]) == VOCAB and list(kept["id"]) == list(range(len(VOCAB)))
     for name, split_records in records.items():
         expected = np.bincount([t for r in split_records for t in r["tags"]], minlength=len(VOCAB))
-        assert list(stats[name]) == list(expected)
+        assert list(kept[name]) == list(expected)
+    # The tags outside vocab_index.txt, with the photos that carry them (the most frequent first).
+    assert cut[["tag", "photos", "cut"]].values.tolist() == [
+        [tag, photos, "not in the vocabulary file"]
+        for tag, photos in (("notinvocab", GOOD // 10), ("unknown1", 1), ("unknown2", 1))]
+    assert cut[["id", *records]].isna().all().all()
 
 
 def test_split_is_deterministic_per_seed():
-    first, again, other = (build_records.split_order(500, seed) for seed in (42, 42, 7))
+    first, again, other = (shards.split_order(500, seed) for seed in (42, 42, 7))
     assert (first == again).all() and not (first == other).all()
     assert sorted(first) == list(range(500))
 
@@ -324,6 +330,18 @@ def test_runs_killed_at_chosen_moments_then_a_rerun_give_the_uninterrupted_outpu
     same_files(output["dir"], target)
 
 
+# preprocess.py's process, and so its workers, never import TensorFlow (7 s of CPU and ~600 MB
+# on 2 cores): here any import of it fails, and the output is the reference's, byte for byte.
+NO_TENSORFLOW = "sys.modules['tensorflow'] = None"
+
+
+def test_preprocess_never_imports_tensorflow(dataset, output, tmp_path):
+    target = str(tmp_path / "records")
+    result = run_patched(NO_TENSORFLOW, *common_args(dataset, target, "--workers=2"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    same_files(output["dir"], target)
+
+
 def test_a_second_run_on_the_same_records_dir_refuses_while_the_first_runs(dataset, output,
                                                                              tmp_path):
     target = str(tmp_path / "records")
@@ -416,39 +434,41 @@ def test_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(dataset
     same_files(output["dir"], target)
 
 
-# A full disk, simulated: TensorFlow's record writer raises what it raises on ENOSPC once 100 kB
-# are written; pandas' CSV writer the OSError Python raises.
+# A full disk, simulated: the shards' writes raise what Python raises on ENOSPC once 100 kB are
+# written; so does split.csv's, after a few bytes.
 FULL_DISK = {"shards": r"""
-import tensorflow as tf
-_Writer = tf.io.TFRecordWriter
+import errno
+from data import shards
 class _FullDisk:
     written = 0
-    def __init__(self, path, *args):
-        self.path, self.writer = path, _Writer(path, *args)
-    def write(self, record):
-        _FullDisk.written += len(record)
+    def __init__(self, stream):
+        self.stream = stream
+    def write(self, data):
+        _FullDisk.written += len(data)
         if _FullDisk.written > 100_000:
-            raise tf.errors.ResourceExhaustedError(None, None,
-                                                   f"{self.path}; No space left on device")
-        self.writer.write(record)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.stream.write(data)
     def close(self):
-        self.writer.close()
-tf.io.TFRecordWriter = _FullDisk
+        self.stream.close()
+shards.open = lambda path, *args, **kwargs: _FullDisk(open(path, *args, **kwargs))
 """, "metadata": r"""
-import errno, pandas
-def _to_csv(self, path, **kwargs):
-    with open(path, "w") as stream:
+import errno
+from data import build_records
+def _open(path, *args, **kwargs):
+    stream = open(path, *args, **kwargs)
+    if os.path.basename(path).startswith(".tmp-split.csv"):
         stream.write("path,li")
-    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-pandas.DataFrame.to_csv = _to_csv
+        stream.close()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    return stream
+build_records.open = _open
 """}
 
 
 @pytest.mark.parametrize("where", sorted(FULL_DISK))
 def test_simulated_full_disk(dataset, tmp_path, where):
     target = str(tmp_path / "records")
-    # One worker: the patch imports TensorFlow, which must not be forked into a pool.
-    result = run_patched(FULL_DISK[where], *common_args(dataset, target, "--workers=1"))
+    result = run_patched(FULL_DISK[where], *common_args(dataset, target, "--workers=2"))
     names = assert_stopped_by_full_disk(result, target)
     written = {name for name in names if name.endswith(".tfrecord")}
     assert (written and "vocab.txt" not in names) if where == "shards" else (
