@@ -68,6 +68,8 @@ def _setting(name):
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for flag in ("dataset_dir", "sample_dir", "records_dir"):
+        cli.check_utf8_path(flag, FLAGS[flag].value or "")
     if FLAGS.sample:
         if FLAGS.dataset_dir:
             raise cli.UserError("give either --sample or --dataset_dir, not both")

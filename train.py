@@ -133,7 +133,7 @@ for name, low, high, ends in [
         ("weight_decay", 0, 1, "[]"), ("batch_norm_decay", 0, 1, "()"),
         ("dropout_keep_prob", 0, 1, "(]"), ("learning_rate", 0, None, "(]"),
         ("num_epochs_per_decay", 0, None, "(]"), ("momentum", 0, 1, "[)"),
-        ("rmsprop_epsilon", 0, None, "(]"), ("num_epochs", 0, None, "(]"),
+        ("rmsprop_epsilon", 0, None, "(]"), ("num_epochs", 0, 10_000, "(]"),
         ("clip_gradient_norm", 0, None, "[]"), ("probe_learning_rate", 0, 1, "(]"),
         ("min_crop_area", 0, 1, "(]"), ("hue_jitter", 0, 0.5, "[]"),
         ("save_every_minutes", 0, None, "(]")]:
@@ -182,6 +182,8 @@ def main(argv):
             print(f"{FLAGS.train_dir} is already trained to step {start_step} (of "
                   f"{total_steps}); raise --max_steps or --num_epochs to train further")
             return
+        if distribution.chief:  # only a run that trains changes the train_dir's config
+            train_dir.record_config(FLAGS.train_dir, config, vocab)
         validator = (validation.Validator(config, records, train_counts, FLAGS.train_dir)
                      if images["val"] and distribution.chief else None)
         pretrained, probe_head = None, None
