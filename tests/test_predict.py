@@ -269,17 +269,19 @@ print(json.dumps([[[name(path) if isinstance(item, bytes) else "error" for path,
 
 
 def test_a_batch_ends_at_batch_size_images_or_its_pixel_budget(tmp_path):
-    """predict.batches on real files: 10x10 photos (100 px), one 20x20 (400 px), errors."""
+    """predict.batches on real files, counting the pixels each makes in the graph of a 75 px
+    model (brought to the stored 86 px): 10x10 photos (86x86 = 7,396 px), one 10x40 (86x344:
+    four times as many), errors."""
     names = ["missing", "a", "b", "missing", "c", "big", "e", "f", "g", "h"]
     paths = []
     for name in names:
         path = tmp_path / f"{name}.png"
         if name != "missing":
-            Image.new("RGB", (20, 20) if name == "big" else (10, 10)).save(path)
+            Image.new("RGB", (10, 40) if name == "big" else (10, 10)).save(path)
         paths.append(str(path))
 
     result = subprocess.run([sys.executable, "-c", BATCHES, json.dumps(paths),
-                             json.dumps([[3, 250], [3, 10**9]])], cwd=REPO, capture_output=True,
+                             json.dumps([[3, 18_490], [3, 10**9]])], cwd=REPO, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     by_pixels, by_count = json.loads(result.stdout.splitlines()[-1])
