@@ -4,7 +4,6 @@ nor more than a cap declared before anything is written; a photo's memory is bou
 pixels made from it, not by what it claims."""
 import glob
 import gzip
-import io
 import json
 import os
 import shutil
@@ -22,23 +21,9 @@ from PIL import Image
 from conftest import REPO, check_run, run_script
 from data import harrison_archive, image_files
 from nets import warm_start
-from test_predict import solid_png
+from test_predict import PEAK, PEAK_MEMORY, solid_png
 
 ZEROS_MIB = gzip.compress(bytes(2**20))  # one gzip member of 1 MiB of zeros (about 1 kB)
-# The peak resident memory of this process since it started (VmHWM, MB). Not ru_maxrss: that
-# keeps the parent's (pytest's) resident memory at the fork, which exec does not reset.
-PEAK = ("int(next(line for line in open('/proc/self/status') if line.startswith('VmHWM'))"
-        ".split()[1]) // 1024")
-# Runs a script (argv: script, its arguments) and prints PEAK as the last line of stderr.
-PEAK_MEMORY = f"""
-import os, runpy, sys
-sys.argv = sys.argv[1:]
-sys.path.insert(0, os.path.dirname(sys.argv[0]))
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-finally:
-    print("peak_mb", {PEAK}, file=sys.stderr)
-"""
 
 
 def tar_member(name, data=b"", size=None, kind=tarfile.REGTYPE, linkname=""):
