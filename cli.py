@@ -9,9 +9,12 @@ Every script ends with `cli.run(main)`, which gives them the same behaviour:
 - flags renamed in this release keep their old name for one release (`deprecated_alias`), with a
   warning naming the new one.
 """
+import contextlib
 import math
 import os
+import signal
 import sys
+import threading
 
 from absl import app, flags, logging
 
@@ -29,12 +32,45 @@ class UserError(Exception):
 
 def first_line(error):
     """The line of an exception that says what is wrong (TensorFlow's errors start with
-    "Graph execution error:" and end with node traces)."""
+    "Graph execution error:", where the node was defined (`File "train.py", line 320`) and its
+    name, and end with node traces)."""
     message = getattr(error, "message", None) or str(error)
+    message = message.split("Original stack trace for", 1)[0]
     lines = [line.strip() for line in message.splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("Graph execution error",
-                                                               "[[", "Detected at node"))]
+    useful = [line for line in lines if not line.startswith((
+        "Graph execution error", "[[", "Detected at node", "Node: ", 'File "'))]
     return (useful or lines or [type(error).__name__])[0]
+
+
+@contextlib.contextmanager
+def interruptible():
+    """SIGTERM and SIGHUP, in the block, stop it as Ctrl-C does (KeyboardInterrupt), so its
+    cleanups (`finally`, `with`) run: a temporary folder is removed when a job is killed. Outside
+    the main thread, where Python cannot set handlers, the block runs unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number, frame):
+        raise KeyboardInterrupt(signal.Signals(number).name)
+
+    previous = {number: signal.signal(number, interrupt)
+                for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def check_utf8_path(flag, path):
+    """UserError unless `path` is valid UTF-8: a folder name of other bytes cannot be written
+    into the JSON and CSV files that record it (it fails at the end of the work, every time)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(f"--{flag}={path.encode('utf-8', 'surrogateescape')!r} is not a UTF-8 "
+                        "name: rename it, or give a link to it with a UTF-8 name") from None
 
 
 def deprecated_alias(old, new):

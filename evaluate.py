@@ -105,9 +105,12 @@ def main(argv):
     if not records_dir:
         raise cli.UserError("--records_dir is required (train_config.json does not name one)")
     scoring.check_vocab(records_dir, harrison.load_records_vocab(records_dir), model_dir, vocab)
-    checkpoints = ([prefix for _, prefix in train_dir.list_checkpoints(model_dir)]
-                   if FLAGS.all_checkpoints else [checkpoint])
+    scoring.check_unseen(records_dir, FLAGS.split, config)
+    checkpoints = (train_dir.usable_checkpoints(model_dir) if FLAGS.all_checkpoints
+                   else [checkpoint])
     eval_dir = FLAGS.eval_dir or os.path.join(model_dir, "eval")
+    if os.path.exists(eval_dir) and not os.path.isdir(eval_dir):  # checked before the scoring
+        raise cli.UserError(f"--eval_dir {eval_dir} is a file, not a folder")
     train_counts = pipeline.tag_counts(records_dir, vocab)
     by_step = [os.path.join(eval_dir, name)
                for name in ("metrics_by_step.csv", "metrics_by_step.png")]

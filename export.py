@@ -22,6 +22,10 @@ give the same tags and scores:
 --export_dir too, both.
 
 TF Serving expects numbered versions: use --export_dir=<model_base_path>/1, /2, ...
+
+A SavedModel is a program: loading one runs its graph. To serve a model someone sent you,
+re-export it (--model=hashtags.tar.gz): only its weights, vocabulary and config are read, into
+the graph built here (docs/security.md).
 """
 from absl import flags
 
@@ -32,7 +36,9 @@ FLAGS = flags.FLAGS
 DEFAULT_EXPORT_DIR = "work/export"
 flags.DEFINE_string("model", "work/train",
                     "A train_dir of train.py (its newest checkpoint is used) or one checkpoint "
-                    "in it, such as work/train/model.ckpt-2000.")
+                    "in it, such as work/train/model.ckpt-2000; or a model of export.py (its "
+                    ".tar.gz or folder, e.g. one someone sent you), re-exported: its weights in "
+                    "this project's graph.")
 flags.DEFINE_string("export_dir", DEFAULT_EXPORT_DIR, "Where the SavedModel is written (the "
                     "folder holding saved_model.pb, variables/ and assets/). Not written when "
                     "only --archive is given.")

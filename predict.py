@@ -55,9 +55,10 @@ flags.register_validator("threshold", lambda value: value is None or 0.0 <= valu
                          "--threshold must be a score between 0 and 1")
 cli.deprecated_alias("checkpoint_path", "model")
 
-# Decoded pixels per batch: TensorFlow decodes a batch's images, several at a time, into float32
-# copies before it crops and resizes them. Photos reach it at most 2048 px a side (reduced by
-# data/image_files.py), so 32 photos of 1 MP run in one batch, 8 of 4 MP.
+# Pixels per batch in the graph: TensorFlow decodes a batch's images into float32 copies, and
+# resizes each to the stored size, before it crops them. Photos reach it at most at the stored
+# size (larger ones are reduced by data/image_files.py) and at most 20:1, so 32 photos of 1 MP
+# run in one batch, 8 of 4 MP.
 BATCH_PIXELS = 32 * 2**20
 
 
@@ -91,8 +92,9 @@ def report_error(path, reason):
 
 def batches(entries, image_size, batch_size, max_pixels=BATCH_PIXELS):
     """Lists of (path, encoded image bytes or error reason), in input order, each with at most
-    `batch_size` images and `max_pixels` decoded pixels (a larger image runs alone). Each file is
-    read when its batch is made; an error line waits only for the images before it."""
+    `batch_size` images and `max_pixels` pixels in the graph (decoded, or resized to the stored
+    size: image_files.work_pixels; a larger image runs alone). Each file is read when its batch
+    is made; an error line waits only for the images before it."""
     batch, images, pixels = [], 0, 0
     for path, error in entries:
         encoded = None
@@ -104,11 +106,12 @@ def batches(entries, image_size, batch_size, max_pixels=BATCH_PIXELS):
         if encoded is None:
             batch.append((path, error))
         else:
-            if images and (images == batch_size or pixels + width * height > max_pixels):
+            work = image_files.work_pixels(width, height, image_size)
+            if images and (images == batch_size or pixels + work > max_pixels):
                 yield batch
                 batch, images, pixels = [], 0, 0
             batch.append((path, encoded))
-            images, pixels = images + 1, pixels + width * height
+            images, pixels = images + 1, pixels + work
         if not images:
             yield batch
             batch = []

@@ -125,6 +125,8 @@ def _catalogue():
 def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+    for flag in ("dataset_dir", "sample_dir", "records_dir", "table", "images_dir", "photos_dir"):
+        cli.check_utf8_path(flag, FLAGS[flag].value or "")
     try:
         catalogue = _catalogue()
         own = FLAGS.table or FLAGS.photos_dir

@@ -63,6 +63,8 @@ def main(argv):
             print(f"{FLAGS.train_dir} is already trained to step {start_step} (of "
                   f"{total_steps}); raise --max_steps or --num_epochs to train further")
             return
+        if distribution.chief:  # only a run that trains changes the train_dir's config
+            train_dir.record_config(FLAGS.train_dir, config, vocab)
         validator = (validation.Validator(config, records, train_counts, FLAGS.train_dir)
                      if images["val"] and distribution.chief else None)
         pretrained, probe_head = None, None

@@ -15,6 +15,7 @@ Lines may end with LF or CRLF, and tags may be any UTF-8 text. Everything here i
 import json
 import os
 import posixpath
+import unicodedata
 
 import cli
 from data import atomic, vocabulary
@@ -149,6 +150,11 @@ def load_records_vocab(records_dir):
     vocab = _read_lines(path, "vocabulary")
     if not vocab or any(not tag or tag != tag.strip() for tag in vocab):
         raise FormatError(f"{path}: expected one non-empty tag per line")
+    # Tags are printed as they are (predict.py): a control character would drive the terminal.
+    controlled = next((i for i, tag in enumerate(vocab) if any(
+        unicodedata.category(character) == "Cc" for character in tag)), None)
+    if controlled is not None:
+        raise FormatError(f"{path}: the tag on line {controlled + 1} holds a control character")
     return vocab
 
 

@@ -7,11 +7,13 @@ are corrupt in the tar. colab.ipynb puts them together with these functions:
 - `check_archive`: refuses a file of another size (a download cut short, a wrong file) in one
   line that names the size it has, and an unfinished aria2c download (its `.aria2` control file
   is beside it: aria2c may have given the file its full size before every piece arrived);
-- `extract`: safe (tarfile's "data" filter: nothing lands outside the destination, no special
-  files), resumable (files already extracted whole are kept, so an interrupted run goes on
-  where it stopped) and idempotent (a finished extraction of the same archive is not redone);
+- `extract`: safe (every member checked before any is written: no links, no special files,
+  nothing outside the destination, no more files or bytes than HARRISON has, data/safe_archive.py;
+  then tarfile's "data" filter), resumable (files already extracted whole are kept, so an
+  interrupted run goes on where it stopped) and idempotent (a finished extraction of the same archive is not redone);
 - `missing_lists`, `fetch_once`: the lists the archive lacks, fetched once, atomically;
-- `apply_fixed`: writes the replacement images of HARRISON_fixed.zip into the dataset;
+- `apply_fixed`: writes the two replacement images of HARRISON_fixed.zip into the dataset, and
+  nothing else;
 - `check_torrent`: the .torrent fetched is the dataset's (its info hash), before a client runs.
 
 Pure Python (no TensorFlow), like data/harrison.py.
@@ -30,12 +32,17 @@ import zipfile
 from tqdm import tqdm
 
 import cli
-from data import atomic, harrison
+from data import atomic, harrison, safe_archive
 
 ARCHIVE_NAME = "HARRISON_full.tar"
 ARCHIVE_BYTES = 6_067_998_720
 INFO_HASH = "62457023e0de1009d7bf49541d4cf09c68f66339"  # v1: SHA-1 of the torrent's info dict
 FIXED_ZIP = "HARRISON_fixed.zip"
+# The only images HARRISON_fixed.zip replaces (1,183 and 114,304 bytes), and a bound on their size.
+FIXED_IMAGES = ("instagram_dataset/family/image_2411.jpg", "instagram_dataset/sun/image_99.jpg")
+MAX_FIXED_BYTES = 16 * 2**20
+# More than the archive's 57,383 images and 50 folders; each member costs memory while checked.
+MAX_MEMBERS = 200_000
 IMAGES_FOLDER = "instagram_dataset"
 LISTS = (harrison.DATA_LIST, harrison.TAG_LIST, harrison.VOCAB_INDEX)
 DONE_FILE = ".extracted.json"  # in the destination: which archive was extracted there whole
@@ -89,6 +96,9 @@ def _read_done(destination):
 def extract(archive, destination, progress=True):
     """Extracts the tar `archive` into `destination` and returns the dataset's root (`find_root`).
 
+    Every member is checked before any is written (data/safe_archive.py: no links, no special
+    files, nothing outside `destination`, at most MAX_MEMBERS members declaring at most
+    ARCHIVE_BYTES), then each is extracted with tarfile's "data" filter.
     Returns dict: root, extracted (files written), kept (files found whole from an earlier,
     interrupted run), already (True when this archive had been extracted there whole)."""
     if not hasattr(tarfile, "data_filter"):
@@ -99,22 +109,24 @@ def extract(archive, destination, progress=True):
                 "already": True}
     extracted = kept = 0
     try:
-        with tarfile.open(archive, "r:*") as tar, tqdm(
-                total=os.path.getsize(archive), unit="B", unit_scale=True, unit_divisor=1024,
-                desc=f"extracting {os.path.basename(archive)}", disable=not progress) as bar:
-            for member in tar:
-                try:
-                    member = tarfile.data_filter(member, destination)
-                except tarfile.FilterError as error:
-                    raise ArchiveError(f"{archive}: refusing a member: {error}") from None
-                if _is_complete(member, os.path.join(destination, member.name)):
-                    kept += 1
-                else:
-                    tar.extract(member, destination, filter="data")
-                    extracted += member.isfile()
-                bar.update(tar.offset - bar.n)
-            bar.update(bar.total - bar.n)  # the end-of-archive blocks
-    except (tarfile.ReadError, EOFError) as error:
+        with safe_archive.open_tar(archive) as tar:
+            members = safe_archive.scan(tar, MAX_MEMBERS, ARCHIVE_BYTES,
+                                        lambda member: tarfile.data_filter(member, destination))
+            with tqdm(total=sum(member.size for member in members), unit="B", unit_scale=True,
+                      unit_divisor=1024, desc=f"extracting {os.path.basename(archive)}",
+                      disable=not progress) as bar:
+                for member in members:
+                    if _is_complete(member, os.path.join(destination, member.name)):
+                        kept += 1
+                    else:
+                        tar.extract(member, destination, filter="data")
+                        extracted += member.isfile()
+                    bar.update(member.size)
+    except safe_archive.NotATar as error:
+        raise ArchiveError(f"{archive} {error}") from None
+    except (tarfile.FilterError, safe_archive.ArchiveRefused) as error:
+        raise ArchiveError(f"{archive}: refusing a member: {error}") from None
+    except safe_archive.CORRUPT as error:
         raise ArchiveError(f"{archive} is not a tar archive or is truncated "
                            f"({cli.first_line(error)})") from None
     except (tarfile.TarError, OSError) as error:
@@ -167,26 +179,38 @@ def fetch_once(url, path, timeout=60):
 
 
 def apply_fixed(zip_path, root):
-    """Writes the images of HARRISON_fixed.zip (paths relative to the dataset root, e.g.
-    instagram_dataset/sun/image_99.jpg) over the ones in `root`, each atomically; returns their
-    relative paths. Running it again rewrites the same bytes."""
+    """Writes the images of HARRISON_fixed.zip over the two it replaces in `root`
+    (FIXED_IMAGES, paths relative to the dataset root), each atomically, read in chunks;
+    returns their relative paths. Any other member (a list, another image), or one larger than
+    MAX_FIXED_BYTES, is refused before anything is written. Running it again rewrites the same
+    bytes."""
     try:
         with zipfile.ZipFile(zip_path) as archive:
-            written = []
-            for info in archive.infolist():
-                if info.is_dir():
-                    continue
-                relative = harrison.relative_path_key(info.filename)
-                if relative is None:
-                    raise ArchiveError(f"{zip_path}: refusing {info.filename!r}, a path outside "
-                                       "the dataset")
-                with atomic.atomic_path(os.path.join(root, relative)) as temporary:
+            members = [(info, _fixed_image(zip_path, info)) for info in archive.infolist()
+                       if not info.is_dir()]
+            for info, relative in members:
+                with archive.open(info) as source, \
+                        atomic.atomic_path(os.path.join(root, relative)) as temporary:
                     with open(temporary, "wb") as stream:
-                        stream.write(archive.read(info))
-                written.append(relative)
+                        shutil.copyfileobj(source, stream, 1 << 20)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError) as error:
         raise ArchiveError(f"cannot apply {zip_path}: {cli.first_line(error)}") from None
-    return written
+    return [relative for _, relative in members]
+
+
+def _fixed_image(zip_path, info):
+    """The relative path of a member of HARRISON_fixed.zip, once it is known to be one of the
+    images it replaces, of a size a photo has."""
+    relative = harrison.relative_path_key(info.filename)
+    if relative is None:
+        raise ArchiveError(f"{zip_path}: refusing {info.filename!r}, a path outside the dataset")
+    if relative not in FIXED_IMAGES:
+        raise ArchiveError(f"{zip_path}: refusing {info.filename!r}: {FIXED_ZIP} replaces "
+                           f"only {' and '.join(FIXED_IMAGES)}")
+    if info.file_size > MAX_FIXED_BYTES:
+        raise ArchiveError(f"{zip_path}: refusing {info.filename!r}: {info.file_size:,} bytes, "
+                           f"more than the {MAX_FIXED_BYTES:,} a replacement image may have")
+    return relative
 
 
 def _bencoded_end(data, start):

@@ -29,6 +29,11 @@ same JPEG encoding (`as_stored`). The model then sees a photo as it would see it
 stays bounded whatever the photo's size. A 4032x3024 photo becomes 456x342, a 9000x9000 PNG
 342x342 for a 299 px model.
 
+An image whose longer side is more than MAX_ASPECT_RATIO times its shorter is refused (records:
+skipped as `aspect_ratio`; photos: its error line), from its header, before it is decoded: brought
+to the stored size, a line of pixels would take gigabytes (docs/security.md). The SavedModel's
+graph refuses it the same way (data/preprocessing.py).
+
 Every file is decoded once by PIL first, so a damaged one is reported on its own, never failing a
 batch.
 
@@ -52,7 +57,15 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".
 TF_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 EXIF_ORIENTATION = 0x0112
 # Instagram photos are at most 1080 px; a larger "image" is more likely a decompression bomb.
-Image.MAX_IMAGE_PIXELS = 64_000_000
+# PIL warns past MAX_PIXELS and refuses past twice that; the SavedModel's graph refuses past it
+# (data/preprocessing.py).
+MAX_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+# The longest side an image may have, in shorter sides. Brought to the stored size, an image's
+# pixels grow with its aspect ratio (a 1x20000 PNG became 86 x 1,720,000 float pixels for a 75
+# px model, 4 GB): within it, they stay under stored_side(image_size)**2 * MAX_ASPECT_RATIO.
+# Panoramas and long screenshots pass; a 1-pixel line is refused, not resized.
+MAX_ASPECT_RATIO = 20
 # Photos (predict.py): the largest file read (far above any camera's JPEG).
 MAX_FILE_BYTES = 64 * 2**20
 SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
@@ -93,6 +106,21 @@ def to_rgb(image):
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def aspect_problem(width, height):
+    """Why an image of this size is refused (its aspect ratio), or None."""
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        return (f"{width}x{height} pixels: an aspect ratio beyond {MAX_ASPECT_RATIO}:1, not a "
+                "photo the model can take")
+    return None
+
+
+def work_pixels(width, height, image_size):
+    """The pixels an image of this size takes in the model's graph: decoded, or brought to the
+    stored size of a model of `image_size`, whichever is more."""
+    stored = scaled_size(width, height, stored_side(image_size))
+    return max(width * height, stored[0] * stored[1])
+
+
 def scaled_size(width, height, image_size):
     """(width, height) with the shorter side equal to image_size and the aspect ratio kept."""
     if width <= height:
@@ -131,8 +159,13 @@ def convert_image(path, image_size, quality=JPEG_QUALITY):
         raise ImageError("empty", "file is empty (0 bytes)")
     try:
         with Image.open(path) as image:
+            problem = aspect_problem(*image.size)
+            if problem:
+                raise ImageError("aspect_ratio", problem)
             image = as_stored(image, image_size)
             return _encode(image, "JPEG", quality=quality), image.height, image.width
+    except ImageError:
+        raise
     except Image.DecompressionBombError as error:
         raise ImageError("too_large", str(error).split(". ")[0]) from None
     except Exception as error:  # PIL raises many types for bad files; each is a skip, not a crash
@@ -246,6 +279,9 @@ def model_bytes(data, image_size):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
         with image:
+            problem = aspect_problem(*image.size)
+            if problem:
+                raise PhotoError(problem)
             if min(image.size) > stored_side(image_size):  # as preprocess.py would store it
                 image = as_stored(image, stored_side(image_size))
                 return _encode(image, "JPEG", quality=JPEG_QUALITY), image.size
@@ -255,6 +291,8 @@ def model_bytes(data, image_size):
                 return data, image.size
             image = to_rgb(ImageOps.exif_transpose(image))  # lossless: only turned, converted
             return _encode(image, "PNG", compress_level=1), image.size
+    except PhotoError:
+        raise
     except Image.DecompressionBombError as error:
         raise PhotoError(f"too large: {str(error).split('. ')[0]}") from None
     except Image.UnidentifiedImageError:

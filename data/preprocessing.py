@@ -116,17 +116,69 @@ def decode_on_white(encoded):
     return image
 
 
+JPEG_SIGNATURE = b"\xff\xd8\xff"
+BMP_SIGNATURE = b"BM"
+
+
+def _declared_size(encoded):
+    """(height, width) int64 [2] as the image file's header declares them, read before it is
+    decoded: JPEG (its frame header), PNG (IHDR), GIF (the logical screen), BMP (the info
+    header); (0, 0) for another format."""
+    head = tf.io.decode_raw(tf.strings.substr(encoded, 0, 26), tf.uint8)
+    head = tf.cast(tf.pad(head, [[0, 26 - tf.size(head)]]), tf.int64)
+
+    def number(at, length, big_endian=False):
+        weights = [256 ** i for i in range(length)]
+        return tf.reduce_sum(head[at:at + length] * (weights[::-1] if big_endian else weights))
+
+    def signed(value):  # a BMP's height is negative for a top-down bitmap
+        return tf.abs(tf.where(value >= 2 ** 31, value - 2 ** 32, value))
+
+    def starts(signature):
+        return tf.equal(tf.strings.substr(encoded, 0, len(signature)), signature)
+
+    return tf.case([
+        (starts(JPEG_SIGNATURE),
+         lambda: tf.image.extract_jpeg_shape(encoded, output_type=tf.int64)[:2]),
+        (starts(PNG_SIGNATURE), lambda: tf.stack([number(20, 4, True), number(16, 4, True)])),
+        (starts(GIF_SIGNATURE), lambda: tf.stack([number(8, 2), number(6, 2)])),
+        (starts(BMP_SIGNATURE), lambda: tf.stack([signed(number(22, 4)), signed(number(18, 4))]))],
+        default=lambda: tf.zeros([2], tf.int64))
+
+
+def _within_bounds(encoded):
+    """`encoded`, once its header says it is a JPEG, PNG, GIF or BMP image of at most
+    image_files.MAX_PIXELS pixels and MAX_ASPECT_RATIO: the graph never decodes a bomb nor
+    upsamples a line of pixels into gigabytes (InvalidArgumentError naming the size)."""
+    size = _declared_size(encoded)
+    height, width = size[0], size[1]
+    shown = tf.strings.format("{}x{} pixels", [width, height])
+    checks = [
+        tf.debugging.Assert(height * width > 0, [
+            "not a JPEG, PNG, GIF or BMP image (the formats this model decodes)"]),
+        tf.debugging.Assert(height * width <= image_files.MAX_PIXELS, [tf.strings.join([
+            shown, f": more than the {image_files.MAX_PIXELS:,} an image may have"])]),
+        tf.debugging.Assert(
+            tf.maximum(height, width) <= image_files.MAX_ASPECT_RATIO * tf.minimum(height, width),
+            [tf.strings.join([shown, f": an aspect ratio beyond {image_files.MAX_ASPECT_RATIO}:1, "
+                                     "not a photo the model can take"])])]
+    with tf.control_dependencies(checks):
+        return tf.identity(encoded)
+
+
 def eval_image(encoded, image_size):
     """THE eval preprocessing: JPEG/PNG/GIF/BMP bytes -> float32 [S, S, 3] in [-1, 1].
 
-    Decode (3 channels, transparency on white: decode_on_white); bring the shorter side to
+    Refuse what the header says is another format, more than image_files.MAX_PIXELS pixels or
+    beyond MAX_ASPECT_RATIO (before decoding: `_within_bounds`); decode (3 channels,
+    transparency on white: decode_on_white); bring the shorter side to
     image_files.stored_side(image_size), aspect ratio kept, with an antialiased bicubic resize
     as preprocess.py stores the records (nothing to do for them); keep the central 87.5% (slim's
     inception_preprocessing eval crop), which is then image_size on the shorter side; resize
     to image_size x image_size; scale to [-1, 1]. A photo of any size thus reaches the model as
     its record would: predict.py, the SavedModel and evaluate.py agree.
     """
-    image = decode_on_white(encoded)
+    image = decode_on_white(_within_bounds(encoded))
     image = _to_unit_range(image)
     image = _shorter_side_to(image, image_files.stored_side(image_size))
     image = tf.image.central_crop(image, central_fraction=image_files.EVAL_CENTRAL_FRACTION)

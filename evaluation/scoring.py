@@ -5,6 +5,7 @@ checkpoint with tf.train.Saver; the eval input (data/pipeline.py's eval_dataset,
 preprocessing as training and prediction) is re-initialised for each checkpoint, so every
 image is scored exactly once per checkpoint, the last partial batch included.
 """
+import csv
 import os
 
 import numpy as np
@@ -27,6 +28,37 @@ def check_vocab(records_dir, records_vocab, model_dir, model_vocab):
         raise EvaluationError(f"the vocabulary of {records_dir} differs from the model's "
                               f"({model_dir}/vocab.txt): {difference}; evaluate on the records "
                               "the model was trained with")
+
+
+def _split_images(records_dir, splits):
+    """The images (absolute paths) of `splits` in preprocess.py's output `records_dir`, from its
+    split.csv and manifest.json; None when it cannot tell."""
+    try:
+        dataset_dir = harrison.load_manifest(records_dir)["dataset_dir"]
+        with open(os.path.join(records_dir, "split.csv"), encoding="utf-8", newline="") as stream:
+            return {os.path.normpath(os.path.join(dataset_dir, row["path"]))
+                    for row in csv.DictReader(stream) if row.get("split") in splits}
+    except (OSError, ValueError, KeyError, TypeError, harrison.FormatError):
+        return None
+
+
+def check_unseen(records_dir, split, config):
+    """EvaluationError when the `split` of `records_dir` holds images the model was trained or
+    chosen on (the train and val splits of the records_dir its train_config.json names), as far
+    as both split.csv files tell: their scores would pass for a score on unseen images."""
+    trained_on = config.get("records_dir")
+    if not isinstance(trained_on, str) or os.path.realpath(trained_on) == os.path.realpath(
+            records_dir):
+        return
+    scored, seen = _split_images(records_dir, {split}), _split_images(trained_on,
+                                                                      {"train", "val"})
+    overlap = len(scored & seen) if scored and seen else 0
+    if overlap:
+        raise EvaluationError(
+            f"{overlap} of the {len(scored)} images of the {split} split of {records_dir} are "
+            f"among those the model was trained and chosen on (the train and val splits of "
+            f"{trained_on}, by their split.csv): their scores would not measure unseen images; "
+            f"evaluate on {trained_on} (the default), or on records without those images")
 
 
 class Scorer:

@@ -16,6 +16,7 @@ backbone, so train.py reports the probe's validation metrics as a result of its 
 """
 import glob
 import os
+import zipfile
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -44,8 +45,8 @@ def _chunks(directory, split):
 def cache_features(directory, config, records_dir, split, images, restore, batch_size=64):
     """(features float16 [N, F], labels bool [N, T]) of every image of `split`, computed with
     the backbone `restore(session)` loads, cached in chunks under `<directory>/probe/`."""
-    done = _chunks(directory, split)
-    computed = sum(np.load(path)["labels"].shape[0] for path in done)
+    done = _load_chunks(directory, split)
+    computed = sum(len(labels) for _, labels in done)
     if computed < images:
         with tf.Graph().as_default():
             dataset = pipeline.eval_dataset(records_dir, split, int(config["image_size"]),
@@ -57,9 +58,32 @@ def cache_features(directory, config, records_dir, split, images, restore, batch
                 restore_fn(session)
                 _compute_chunks(session, features, batch["labels"], directory, split,
                                 computed, images, len(done))
-    arrays = [np.load(path) for path in _chunks(directory, split)]
-    return (np.concatenate([a["features"] for a in arrays]),
-            np.concatenate([a["labels"] for a in arrays]))
+        done = _load_chunks(directory, split)
+    return (np.concatenate([features for features, _ in done]),
+            np.concatenate([labels for _, labels in done]))
+
+
+def _load_chunks(directory, split):
+    """[(features, labels)] of the split's cached chunks, in order, as far as they read whole.
+    A damaged chunk (cut short, garbage, an array missing or of another shape) is removed with
+    every chunk after it, with a warning: they are computed again."""
+    chunks, loaded = _chunks(directory, split), []
+    for position, path in enumerate(chunks):
+        try:
+            with np.load(path) as arrays:
+                features, labels = arrays["features"], arrays["labels"]
+            problem = None if (features.ndim == 2 and labels.ndim == 2 and labels.dtype == bool
+                               and len(features) == len(labels) > 0) else "arrays of bad shapes"
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+            problem = cli.first_line(error)
+        if problem:
+            logging.warning("%s is damaged (%s); computing it and the chunks after it again",
+                            path, problem)
+            for stale in chunks[position:]:
+                os.remove(stale)
+            return loaded
+        loaded.append((features, labels))
+    return loaded
 
 
 def _compute_chunks(session, features, labels, directory, split, computed, images, index):

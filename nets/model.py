@@ -26,6 +26,10 @@ from tf_slim.nets import inception
 from nets import compat
 
 LOSSES = ("sigmoid", "softmax")
+# The input sizes (pixels) and channel multipliers a model may have: InceptionV3 builds from 75
+# px; beyond 1024 px and 4x the channels, one photo's activations outgrow an accelerator.
+IMAGE_SIZE_RANGE = (75, 1024)
+MAX_DEPTH_MULTIPLIER = 4.0
 AUX_LOSS_WEIGHT = 0.4  # slim's train_image_classifier weight for InceptionV3's AuxLogits
 # Smallest input on which InceptionV3's auxiliary head builds (its 5x5 VALID pool needs a 5x5
 # Mixed_6e map); measured with tf-slim 1.1.0.

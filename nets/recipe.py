@@ -101,7 +101,7 @@ TABLE = (
              "gradient_norm; 0: no clipping).", low=0),
     _setting("batch_size", 64, "Images per step.", low=1, high=4096, presets={"cpu": 32}),
     _setting("num_epochs", 8.0, "Training length in epochs over the train split (ignored when "
-             "--max_steps is set).", low=0, ends="(]"),
+             "--max_steps is set).", low=0, high=10_000, ends="(]"),
     _setting("max_steps", None, "Training length in steps (overrides --num_epochs).", kind=int,
              low=1, presets={"cpu": 300}),
     # speed

@@ -1,21 +1,22 @@
 """THE inference graph of a trained model: encoded image bytes -> top-k tags and their scores.
 
 predict.py runs it in a session; export.py saves the same graph as a SavedModel. It is built from
-a train_dir (nets/train_dir.py) with the pieces evaluate.py uses: data.preprocessing.eval_image
+a train_config (nets/train_dir.py) with the pieces evaluate.py uses: data.preprocessing.eval_image
 (decode, central crop, resize, [-1, 1]) and nets.model.build_scores (inference mode: batch norm
 on its moving averages). So the same image bytes get the same scores from predict.py, from the
 SavedModel and from evaluate.py.
 
 The vocabulary is a constant inside the graph: the outputs are tag strings, nothing else to ship.
 
-A model to tag with (`open_tagger`) is a train_dir or one checkpoint in it (`Tagger`: the graph
-built here, the checkpoint restored), or what export.py wrote (`ExportedTagger`: that graph
-loaded from the SavedModel), as a folder or as one .tar.gz archive (`write_archive`) to hand
-to someone else. Both run the same graph, so they give the same tags and scores.
+A model to tag with (`open_tagger`, `model_source`) is a train_dir or one checkpoint in it, or
+what export.py wrote, as a folder or as one .tar.gz archive (`write_archive`) to hand to someone
+else. Either way the graph is built here, from the config, and only the weights are restored: an
+export's own graph never runs (nets/exported.py reads it as data), so a model archive from a
+stranger cannot run code. Both give the same tags and scores.
 """
-import atexit
+import collections
+import contextlib
 import os
-import shutil
 import sys
 import tarfile
 import tempfile
@@ -25,12 +26,12 @@ import tensorflow.compat.v1 as tf
 
 import cli
 from data import atomic, preprocessing
-from nets import model, train_dir, warm_start
+from nets import exported, model, train_dir
 
-SIGNATURE_NAME = "serving_default"
-INPUT_NAME = "images"
-OUTPUT_NAMES = ("tags", "scores")
-SAVED_MODEL_FILE = "saved_model.pb"
+SIGNATURE_NAME = exported.SIGNATURE_NAME
+INPUT_NAME = exported.INPUT_NAME
+OUTPUT_NAMES = exported.OUTPUT_NAMES
+SAVED_MODEL_FILE = exported.SAVED_MODEL_FILE
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz")
 
 
@@ -40,23 +41,22 @@ class TaggerError(cli.UserError):
 
 def decode_images(encoded, image_size):
     """string [N] of encoded JPEG/PNG/GIF/BMP -> float32 [N, S, S, 3], each image through
-    eval_image (the images may have any size, hence one decode per element)."""
+    eval_image (the images may have any size, hence one decode per element). One image at a
+    time: a request's decoding then takes one image's memory, which eval_image bounds (at most
+    image_files.MAX_PIXELS pixels), whatever the images it holds."""
     return tf.map_fn(lambda image: preprocessing.eval_image(image, image_size), encoded,
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
-                     name="decode")
+                     parallel_iterations=1, name="decode")
 
 
 def build_tagger(encoded, config, vocab, top_k):
     """The tagging graph on `encoded` (string [N]) for the model described by `config`
-    (train_config.json) and `vocab`.
+    (train_config.json, checked by nets/train_dir.load) and `vocab`.
 
     Returns dict: tags (string [N, k], best first) and scores (float32 [N, k]), where
     k = top_k, or every tag when top_k is 0 (or larger than the vocabulary).
     """
     num_tags = int(config["num_tags"])
-    if len(vocab) != num_tags:
-        raise TaggerError(f"vocab.txt has {len(vocab)} tags but train_config.json says "
-                          f"num_tags={num_tags}")
     image_size = int(config["image_size"])
     count = tf.shape(encoded)[0]
     images = decode_images(encoded, image_size)
@@ -72,19 +72,59 @@ def build_tagger(encoded, config, vocab, top_k):
             "scores": tf.identity(top.values, name="scores")}
 
 
-def load_model(model_path):
-    """(checkpoint prefix, train_dir, config, vocab) of a train_dir or one checkpoint in it."""
+# A model's parts: `weights(variables)` -> the checkpoint prefix to restore `variables` from;
+# assets_dir holds its vocab.txt and train_config.json; name says which weights (a checkpoint
+# prefix, or the export's path); exported_k: the tags per image an export returns (else None).
+Source = collections.namedtuple("Source", "weights assets_dir config vocab name exported_k")
+
+
+def is_export(model_path):
+    """Whether `model_path` names what export.py wrote (a .tar.gz archive or a SavedModel
+    folder) rather than a train_dir or a checkpoint."""
+    return (os.path.isfile(model_path) and is_archive_name(model_path)) or (
+        os.path.isdir(model_path) and exported.is_export_folder(model_path))
+
+
+@contextlib.contextmanager
+def model_source(model_path):
+    """The Source of `model_path`: a train_dir or one checkpoint in it (train_dir.resolve says
+    which, on stderr), or an export of export.py (its temporary files removed when the block
+    ends)."""
+    if is_export(model_path):
+        with exported.open_export(model_path) as export:
+            yield Source(export.weights, export.assets_dir, export.config, export.vocab,
+                         model_path, export.top_k)
+        return
     checkpoint, directory = train_dir.resolve(model_path)
     config, vocab = train_dir.load(directory)
-    return checkpoint, directory, config, vocab
+    yield Source(lambda variables: checkpoint, directory, config, vocab, checkpoint, None)
 
 
-class _SessionTagger:
-    """A tagging graph in a session: `tag()` encoded images, `tag_each()` with per-image errors.
-    Subclasses set graph, session, images (the input), outputs (tags, scores), config, vocab
-    and `keep` (how many of the outputs' columns to return; None: all)."""
+def _restore(session, source, config):
+    """Restores the weights of `source` (train_dir.restore_model: checked to fit first); a
+    failure names the model the user gave, not an export's temporary files."""
+    checkpoint = source.weights(tf.global_variables())
+    try:
+        train_dir.restore_model(session, checkpoint, config)
+    except train_dir.TrainDirError as error:
+        raise TaggerError(str(error).replace(checkpoint, source.name)) from None
 
-    keep = None
+
+class Tagger:
+    """The tagging graph of a Source in a session: `tag()` encoded images, `tag_each()` with
+    per-image errors. It returns `top_k` tags per image (0: all), or for an export the tags it
+    was exported with, of which `keep` (None: all)."""
+
+    def __init__(self, source, top_k=5, keep=None):
+        self.config, self.vocab, self.name = source.config, source.vocab, source.name
+        self.exported_k, self.keep = source.exported_k, keep
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.images = tf.placeholder(tf.string, [None], name=INPUT_NAME)
+            self.outputs = build_tagger(self.images, self.config, self.vocab, top_k)
+            self.session = tf.Session(graph=self.graph)
+            _restore(self.session, source, self.config)
+        self.graph.finalize()
 
     def tag(self, encoded):
         """(tags [N][k] str, scores float32 [N, k]) for a list of encoded images; raises
@@ -119,111 +159,22 @@ class _SessionTagger:
         self.session.close()
 
 
-class Tagger(_SessionTagger):
-    """A train_dir's model (or one checkpoint's): the tagging graph, the checkpoint restored."""
-
-    def __init__(self, model_path, top_k=5):
-        self.checkpoint, self.train_dir, self.config, self.vocab = load_model(model_path)
-        self.graph = tf.Graph()
-        with self.graph.as_default():
-            self.images = tf.placeholder(tf.string, [None], name=INPUT_NAME)
-            self.outputs = build_tagger(self.images, self.config, self.vocab, top_k)
-            self.session = tf.Session(graph=self.graph)
-            train_dir.restore_model(self.session, self.checkpoint, self.config)
-        self.graph.finalize()
-
-
 def is_archive_name(path):
     return path.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def saved_model_folder(path):
-    """The folder of the SavedModel in `path` (a SavedModel folder, or a folder holding one
-    such folder, as an archive of write_archive extracts), or None."""
-    if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
-        return path
-    inside = [os.path.join(path, name) for name in sorted(os.listdir(path))
-              if os.path.isfile(os.path.join(path, name, SAVED_MODEL_FILE))]
-    return inside[0] if len(inside) == 1 else None
-
-
-class ExportedTagger(_SessionTagger):
-    """What export.py wrote, a SavedModel folder or its .tar.gz archive (extracted into a
-    temporary folder, removed on close): its graph and signature, run in a session. It returns
-    its own top k (export.py --top_k) per image, of which `top_k` (0: all of them)."""
-
-    def __init__(self, path, top_k=5):
-        self.extracted = None
-        folder = path
-        if os.path.isfile(path):
-            self.extracted = tempfile.mkdtemp(prefix="exported-model-")
-            atexit.register(shutil.rmtree, self.extracted, True)
-            warm_start.safe_extract(path, self.extracted)
-            folder = saved_model_folder(self.extracted)
-            if folder is None:
-                raise TaggerError(f"{path} holds no SavedModel ({SAVED_MODEL_FILE}): is it an "
-                                  "archive of export.py --archive?")
-        assets = os.path.join(folder, "assets")
-        for name in (train_dir.CONFIG_FILE, train_dir.VOCAB_FILE):
-            if not os.path.isfile(os.path.join(assets, name)):
-                raise TaggerError(f"{path} is not a model of export.py: assets/{name} is missing")
-        try:
-            self.config, self.vocab = train_dir.load(assets)
-        except train_dir.TrainDirError as error:
-            raise TaggerError(f"{path}: {error}") from None
-        self.graph = tf.Graph()
-        self.session = tf.Session(graph=self.graph)
-        with self.graph.as_default():
-            signature = self._load_signature(path, folder)
-            self.images = self.graph.get_tensor_by_name(signature.inputs[INPUT_NAME].name)
-            self.outputs = {name: self.graph.get_tensor_by_name(signature.outputs[name].name)
-                            for name in OUTPUT_NAMES}
-        self.graph.finalize()
-        self.exported_k = self.outputs["tags"].shape.as_list()[1]
-        if top_k > self.exported_k:
-            raise TaggerError(f"{path} returns {self.exported_k} tags per image (export.py "
-                              f"--top_k): ask for at most {self.exported_k}, or export it again "
-                              f"with --top_k={top_k}")
-        self.keep = top_k or None
-
-    def _load_signature(self, path, folder):
-        # The TF1 loader is the one that gives a graph and a session, as the Tagger runs; its
-        # deprecation warning (two lines on stderr) says nothing to predict.py's users.
-        logger = tf.get_logger()
-        level = logger.level
-        logger.setLevel("ERROR")
-        try:
-            meta_graph = tf.saved_model.loader.load(
-                self.session, [tf.saved_model.tag_constants.SERVING], folder)
-        except (tf.errors.OpError, RuntimeError, OSError, ValueError) as error:
-            raise TaggerError(f"cannot load the SavedModel in {path}: "
-                              f"{cli.first_line(error)}") from None
-        finally:
-            logger.setLevel(level)
-        signature = meta_graph.signature_def.get(SIGNATURE_NAME)
-        if (signature is None or INPUT_NAME not in signature.inputs
-                or set(OUTPUT_NAMES) - set(signature.outputs)):
-            raise TaggerError(f"{path} has no '{SIGNATURE_NAME}' signature taking "
-                              f"'{INPUT_NAME}' and returning tags and scores: not a model of "
-                              "export.py")
-        return signature
-
-    def close(self):
-        super().close()
-        if self.extracted:
-            shutil.rmtree(self.extracted, ignore_errors=True)
-
-
 def open_tagger(model_path, top_k=5):
-    """The tagger of `model_path`: a train_dir or one checkpoint in it (`Tagger`), or an export
-    of export.py, its SavedModel folder or its .tar.gz archive (`ExportedTagger`). Says on
-    stderr which model it uses."""
-    exported = (os.path.isfile(model_path) and is_archive_name(model_path)) or (
-        os.path.isdir(model_path) and os.path.isfile(os.path.join(model_path,
-                                                                  SAVED_MODEL_FILE)))
-    if not exported:
-        return Tagger(model_path, top_k)  # train_dir.resolve says which checkpoint
-    tagger = ExportedTagger(model_path, top_k)
+    """The Tagger of `model_path`: a train_dir or one checkpoint in it, or an export of
+    export.py, its SavedModel folder or its .tar.gz archive (which returns at most the tags it
+    was exported with: `exported_k`). Says on stderr which model it uses."""
+    with model_source(model_path) as source:
+        if source.exported_k is None:
+            return Tagger(source, top_k)
+        if top_k > source.exported_k:
+            raise TaggerError(f"{model_path} returns {source.exported_k} tags per image "
+                              f"(export.py --top_k): ask for at most {source.exported_k}, or "
+                              f"export it again with --top_k={top_k}")
+        tagger = Tagger(source, source.exported_k, keep=top_k or None)
     print(f"{model_path}: using the exported model ({tagger.exported_k} tags per image, "
           f"{len(tagger.vocab)} in its vocabulary)", file=sys.stderr)
     return tagger
@@ -237,29 +188,29 @@ def _check_replaceable(export_dir, archive, overwrite):
         if not overwrite:
             raise TaggerError(f"{export_dir} already exists; pass --overwrite to replace it or "
                               "choose another --export_dir")
-        if not os.path.isfile(os.path.join(export_dir, SAVED_MODEL_FILE)):
-            raise TaggerError(f"{export_dir} exists and is not a SavedModel; refusing to replace "
-                              "it, choose another --export_dir")
+        if not exported.written_by_export(export_dir):
+            raise TaggerError(f"{export_dir} exists and is not a SavedModel of export.py; "
+                              "refusing to replace it, choose another --export_dir")
     if archive and os.path.exists(archive):
         if not overwrite:
             raise TaggerError(f"{archive} already exists; pass --overwrite to replace it or "
                               "choose another --archive")
-        if not (os.path.isfile(archive) and tarfile.is_tarfile(archive)):
-            raise TaggerError(f"{archive} exists and is not an archive; refusing to replace it, "
-                              "choose another --archive")
+        if not (os.path.isfile(archive) and exported.written_by_export(archive)):
+            raise TaggerError(f"{archive} exists and is not an archive of export.py; refusing "
+                              "to replace it, choose another --archive")
 
 
-def _write_saved_model(folder, checkpoint, directory, config, vocab, top_k):
-    """The tagging graph with the checkpoint's weights as a SavedModel in the empty `folder`."""
+def _write_saved_model(folder, source, top_k):
+    """The tagging graph with the Source's weights as a SavedModel in the empty `folder`."""
     graph = tf.Graph()
     with graph.as_default():
         images = tf.placeholder(tf.string, [None], name=INPUT_NAME)
-        outputs = build_tagger(images, config, vocab, top_k)
+        outputs = build_tagger(images, source.config, source.vocab, top_k)
         for name in (train_dir.VOCAB_FILE, train_dir.CONFIG_FILE):
             tf.add_to_collection(tf.GraphKeys.ASSET_FILEPATHS, tf.constant(
-                os.path.join(directory, name), name=f"asset_{name}"))
+                os.path.join(source.assets_dir, name), name=f"asset_{name}"))
         with tf.Session(graph=graph) as session:
-            train_dir.restore_model(session, checkpoint, config)
+            _restore(session, source, source.config)
             signature = tf.saved_model.predict_signature_def(
                 inputs={INPUT_NAME: images},
                 outputs={name: outputs[name] for name in OUTPUT_NAMES})
@@ -296,8 +247,9 @@ def write_archive(saved_model, archive):
 
 
 def export_saved_model(model_path, export_dir=None, top_k=10, overwrite=False, archive=None):
-    """Writes the tagging graph with the checkpoint's weights as a SavedModel in `export_dir`,
-    and/or as the one-file `archive` (.tar.gz, `write_archive`).
+    """Writes the tagging graph with the weights of `model_path` (a train_dir, a checkpoint, or
+    an export: re-exported, its weights in this graph) as a SavedModel in `export_dir`, and/or
+    as the one-file `archive` (.tar.gz, `write_archive`).
 
     Signature "serving_default": input `images` (string [None], encoded JPEG/PNG/GIF/BMP bytes),
     outputs `tags` (string [None, k]) and `scores` (float32 [None, k]), best first. The
@@ -308,17 +260,16 @@ def export_saved_model(model_path, export_dir=None, top_k=10, overwrite=False, a
     """
     if not (export_dir or archive):
         raise TaggerError("nothing to write: give an export folder or an archive")
-    checkpoint, directory, config, vocab = load_model(model_path)
-    _check_replaceable(export_dir, archive, overwrite)
-    parts = (checkpoint, directory, config, vocab, top_k)
-    if export_dir:
-        with atomic.atomic_dir(export_dir) as staging:
-            _write_saved_model(staging, *parts)
-            if archive:
+    with model_source(model_path) as source:
+        _check_replaceable(export_dir, archive, overwrite)
+        if export_dir:
+            with atomic.atomic_dir(export_dir) as staging:
+                _write_saved_model(staging, source, top_k)
+                if archive:
+                    write_archive(staging, archive)
+        else:
+            with tempfile.TemporaryDirectory(prefix="export-") as staging:
+                _write_saved_model(staging, source, top_k)
                 write_archive(staging, archive)
-    else:
-        with tempfile.TemporaryDirectory(prefix="export-") as staging:
-            _write_saved_model(staging, *parts)
-            write_archive(staging, archive)
-    return {"checkpoint": checkpoint, "export_dir": export_dir, "archive": archive,
-            "top_k": min(top_k, len(vocab)), "num_tags": len(vocab)}
+    return {"checkpoint": source.name, "export_dir": export_dir, "archive": archive,
+            "top_k": min(top_k, len(source.vocab)), "num_tags": len(source.vocab)}

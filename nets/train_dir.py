@@ -35,6 +35,7 @@ from absl import logging
 
 import cli
 from data import atomic, harrison
+from nets import model
 
 CONFIG_FILE = "train_config.json"
 VOCAB_FILE = harrison.VOCAB_FILE
@@ -67,15 +68,47 @@ def load(train_dir):
             config = json.load(stream)
     except ValueError as error:
         raise TrainDirError(f"{config_path} is not valid JSON: {error}") from None
-    missing = [field for field in MODEL_FIELDS if field not in config]
+    missing = [field for field in MODEL_FIELDS
+               if not isinstance(config, dict) or field not in config]
     if missing:
         raise TrainDirError(f"{config_path} lacks {', '.join(missing)}: not a train_config of "
                             "this version of train.py")
+    problem = _model_field_problem(config)
+    if problem:
+        raise TrainDirError(f"{config_path}: {problem}")
     try:  # the train_dir's vocab.txt is the records' one, copied: the same reader and checks
         vocab = harrison.load_records_vocab(train_dir)
     except harrison.FormatError as error:
         raise TrainDirError(str(error)) from None
+    if len(vocab) != config["num_tags"]:
+        raise TrainDirError(f"{train_dir}: vocab.txt has {len(vocab)} tags but {CONFIG_FILE} "
+                            f"says num_tags={config['num_tags']}")
     return config, vocab
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _model_field_problem(config):
+    """What makes the model fields of a train_config unusable (one line), or None: a model is
+    built from them, so each must be a value train.py could have written."""
+    backbone, loss = config["backbone"], config["loss"]
+    size, depth, tags = config["image_size"], config["depth_multiplier"], config["num_tags"]
+    low, high = model.IMAGE_SIZE_RANGE
+    if not isinstance(backbone, str) or backbone not in model.BACKBONES:
+        return f"backbone {backbone!r} is not one of {', '.join(sorted(model.BACKBONES))}"
+    if not isinstance(loss, str) or loss not in model.LOSSES:
+        return f"loss {loss!r} is not one of {', '.join(model.LOSSES)}"
+    if not _is_int(size) or not low <= size <= high:
+        return f"image_size {size!r} is not a whole number of pixels in [{low}, {high}]"
+    if not (_is_int(depth) or isinstance(depth, float)) or not (
+            0 < depth <= model.MAX_DEPTH_MULTIPLIER):
+        return (f"depth_multiplier {depth!r} is not a number in (0, "
+                f"{model.MAX_DEPTH_MULTIPLIER:g}]")
+    if not _is_int(tags) or tags < 1:
+        return f"num_tags {tags!r} is not a positive whole number"
+    return None
 
 
 def vocab_difference(expected, actual):
@@ -112,10 +145,16 @@ def check_compatible(train_dir, config, vocab):
 
 
 def prepare(train_dir, config, vocab):
-    """Checks that train_dir holds nothing of another model, then writes vocab.txt and
-    train_config.json (atomically): the train_dir alone is then enough to use the model. Only
-    under the train_dir's lock (`exclusive`): a refused second run must not touch them."""
+    """Checks, before a run writes anything, that train_dir holds nothing of another model and
+    that its best.json, if any, reads. Only under the train_dir's lock (`exclusive`)."""
     check_compatible(train_dir, config, vocab)
+    best(train_dir)
+
+
+def record_config(train_dir, config, vocab):
+    """Writes vocab.txt and train_config.json (atomically) when a run is about to train: the
+    train_dir alone is then enough to use the model. A run that trains nothing leaves them as
+    they were (evaluate.py scores the records_dir named there). Only under the lock."""
     try:
         harrison.write_vocab(os.path.join(train_dir, VOCAB_FILE), vocab)
         atomic.write_text(os.path.join(train_dir, CONFIG_FILE),
@@ -222,6 +261,21 @@ def latest_checkpoint(train_dir):
     return None
 
 
+def usable_checkpoints(train_dir):
+    """The prefixes of every usable checkpoint, oldest first; a damaged one is passed over with
+    a warning line, and TrainDirError says when none is usable."""
+    usable = []
+    for _, prefix in list_checkpoints(train_dir):
+        reason = damage(prefix)
+        if reason:
+            logging.warning("%s is unusable (%s); skipping it", prefix, reason)
+        else:
+            usable.append(prefix)
+    if not usable:
+        raise TrainDirError(f"no usable checkpoint in {train_dir}")
+    return usable
+
+
 def remove_checkpoint(prefix):
     """Deletes a checkpoint's files (its index first: without it, nothing lists the rest)."""
     for path in [prefix + ".index"] + glob.glob(glob.escape(prefix) + ".data-*"):
@@ -247,13 +301,30 @@ def record_best(directory, step, metric, value):
 
 
 def best(directory):
-    """best.json as a dict (step, metric, value), or None when there is none."""
+    """best.json as a dict (step, metric, value), or None when there is none. TrainDirError when
+    it is there but damaged (cut short, or not what `record_best` writes): ignored, it would
+    put the best checkpoint back into rotation, where a later save deletes it."""
+    path = os.path.join(directory, BEST_FILE)
     try:
-        with open(os.path.join(directory, BEST_FILE), encoding="utf-8") as stream:
-            chosen = json.load(stream)
-        return chosen if isinstance(chosen.get("step"), int) else None
-    except (OSError, ValueError):
+        with open(path, "rb") as stream:
+            data = stream.read(1 << 16)
+    except FileNotFoundError:
         return None
+    except OSError as error:
+        raise TrainDirError(f"cannot read {path}: {error.strerror or error}") from None
+    try:
+        chosen = json.loads(data.decode("utf-8"))
+    except ValueError:
+        chosen = None
+    value = chosen.get("value") if isinstance(chosen, dict) else None
+    if not (isinstance(chosen, dict) and _is_int(chosen.get("step")) and chosen["step"] >= 0
+            and isinstance(chosen.get("metric"), str) and isinstance(value, (int, float))
+            and not isinstance(value, bool) and math.isfinite(value)):
+        raise TrainDirError(
+            f"{path} is damaged (not the step, metric and value train.py writes): restore it, "
+            "or delete it to fall back on the newest checkpoint (train.py then records the "
+            "best one again, from its next validation on)")
+    return chosen
 
 
 def default_checkpoint(directory):

@@ -4,7 +4,8 @@
 into a cache folder, with a progress bar. Each URL has its own cache entry (`cache_entry`), and
 nothing becomes an entry before it is checked: the download is complete (its Content-Length), it
 is a tar(.gz) archive that extracts safely (no absolute paths, no `..`, no links, no devices:
-nothing lands outside the cache folder), and it holds one checkpoint that TensorFlow reads, with
+nothing lands outside the cache folder; at most MAX_ARCHIVE_BYTES, refused before anything is
+written: data/safe_archive.py), and it holds one checkpoint that TensorFlow reads, with
 every `.index` beside its `.data-*`. So an HTML page served with status 200, a download cut short
 or a half checkpoint is a one-line error that leaves the cache as it was. The official archive's
 size and SHA-256 are not pinned here: no published value of them could be verified. Both
@@ -16,7 +17,6 @@ anything else is a WarmStartError naming the variables, never a half-restored mo
 """
 import contextlib
 import glob
-import gzip
 import hashlib
 import http.client
 import os
@@ -25,7 +25,6 @@ import tarfile
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
@@ -33,7 +32,7 @@ from absl import logging
 from tqdm import tqdm
 
 import cli
-from data import atomic
+from data import atomic, safe_archive
 from nets import train_dir
 
 IMAGENET = "imagenet"
@@ -42,6 +41,9 @@ IMAGENET_URL = "http://download.tensorflow.org/models/inception_v3_2016_08_28.ta
 DEFAULT_EXCLUDE_SCOPES = "InceptionV3/Logits,InceptionV3/AuxLogits"
 _STAGING = re.compile(r"^\.tmp-(.+-[0-9a-f]{12})-\d+-")  # atomic.py's name for an entry's staging
 _OLD_PART = re.compile(r"\.part-(\d+)$")  # older versions downloaded to <archive>.part-<pid>
+# The most a checkpoint archive may extract to (the official InceptionV3 one: about 0.1 GB).
+MAX_ARCHIVE_BYTES = 2 * 2**30
+MAX_ARCHIVE_MEMBERS = 10_000
 
 
 class WarmStartError(cli.UserError):
@@ -126,59 +128,24 @@ def _download(url, path):
         raise WarmStartError(f"download of {url} stopped after {received} of {total} bytes")
 
 
-def _check_member(member):
-    """Raise WarmStartError for a tar member that could write outside the extraction folder."""
-    name = member.name
-    parts = name.replace("\\", "/").split("/")
-    if os.path.isabs(name) or name.startswith(("/", "\\")) or ".." in parts:
-        raise WarmStartError(f"unsafe path in archive: {name!r}")
-    if member.issym() or member.islnk():
-        raise WarmStartError(f"archive holds a link ({name!r} -> {member.linkname!r}); refusing it")
-    if not (member.isfile() or member.isdir()):
-        raise WarmStartError(f"archive holds a special file {name!r}; refusing it")
-
-
-def _what_it_holds(archive):
-    """What a file that is not a tar archive looks like, for the error message: an HTML page
-    served in place of the archive shows as "starts with '<!DOCTYPE html'"."""
-    if isinstance(archive, (str, os.PathLike)):
-        with open(archive, "rb") as stream:
-            head = stream.read(64)
-    else:
-        archive.seek(0)
-        head = archive.read(64)
-    if not head:
-        return "it is empty"
-    if head.startswith(b"\x1f\x8b"):
-        return "gzip data without a tar archive inside"
-    first_line = head.lstrip().split(b"\n", 1)[0][:20] or head[:20]
-    return f"starts with {first_line.decode('latin-1')!r}"
-
-
-def _open_tar(archive, source):
-    try:
-        if isinstance(archive, (str, os.PathLike)):
-            return tarfile.open(archive, "r:*")
-        return tarfile.open(fileobj=archive, mode="r:*")
-    except tarfile.ReadError:  # its message lists every compression tried, one line each
-        raise WarmStartError(f"{source} is not a tar archive ({_what_it_holds(archive)})") \
-            from None
-
-
-def safe_extract(archive, folder, source=None):
+def safe_extract(archive, folder, source=None, max_bytes=MAX_ARCHIVE_BYTES):
     """Extracts a tar(.gz) archive (a path or an open binary file) into `folder`, refusing any
-    member that could escape it. `source` names the archive in errors (default: its path)."""
+    member that could escape it, and an archive whose files declare more than `max_bytes`
+    (data/safe_archive.py), before anything is written. `source` names the archive in errors
+    (default: its path)."""
     source = source or str(getattr(archive, "name", archive))
     try:
-        with _open_tar(archive, source) as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_member(member)
+        with safe_archive.open_tar(archive) as tar:
+            members = safe_archive.scan(tar, MAX_ARCHIVE_MEMBERS, max_bytes)
             if hasattr(tarfile, "data_filter"):  # Python 3.12 / 3.11.4+: a second line of defence
                 tar.extractall(folder, members=members, filter="data")
             else:
                 tar.extractall(folder, members=members)
-    except (tarfile.ReadError, EOFError, zlib.error, gzip.BadGzipFile) as error:
+    except safe_archive.NotATar as error:
+        raise WarmStartError(f"{source} {error}") from None
+    except safe_archive.ArchiveRefused as error:
+        raise WarmStartError(f"{source}: {error}") from None
+    except safe_archive.CORRUPT as error:
         raise WarmStartError(f"{source} is truncated or corrupt ({cli.first_line(error)})") \
             from None
     except (tarfile.TarError, OSError) as error:

@@ -179,10 +179,17 @@ def make_dataset(root):
     them cut short as two are in the real archive), the lists in the repository's HARRISON/,
     and HARRISON_fixed.zip holding the whole image. Returns (tar, lists_url, zip_url, the
     image cut short)."""
-    from data import sample
+    from data import harrison_archive, sample
     dataset_dir = sample.ensure_sample(str(root / "sample"), TINY_SAMPLE_IMAGES)
     with open(os.path.join(dataset_dir, "data_list.txt"), encoding="utf-8") as stream:
-        cut = stream.read().split()[5]
+        paths = stream.read().split()
+    # The image cut short takes the name of one that HARRISON_fixed.zip replaces (apply_fixed
+    # writes those two only).
+    cut = harrison_archive.FIXED_IMAGES[1]
+    os.makedirs(os.path.dirname(os.path.join(dataset_dir, cut)), exist_ok=True)
+    os.replace(os.path.join(dataset_dir, paths[5]), os.path.join(dataset_dir, cut))
+    with open(os.path.join(dataset_dir, "data_list.txt"), "w", encoding="utf-8") as stream:
+        stream.write("".join(f"{path}\n" for path in paths[:5] + [cut] + paths[6:]))
     whole = open(os.path.join(dataset_dir, cut), "rb").read()
     published = root / "HARRISON-Dataset"
     (published / "HARRISON").mkdir(parents=True)
