@@ -182,3 +182,30 @@ def initialize_heads_op(backbone, biases, skip=(), zero_weights=True):
             if zero_weights:
                 ops.append(weights.assign(tf.zeros_like(weights)))
     return tf.group(ops)
+
+
+def is_whole_number(value):
+    """An int that is not a bool (JSON true is not a step or a size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def config_problem(config):
+    """What makes the model fields of a train_config (nets/train_dir.py) unusable, in one line,
+    or None: a model is built from them (a received archive's too), so each must be a value
+    train.py could have written."""
+    backbone, loss = config["backbone"], config["loss"]
+    size, depth, tags = config["image_size"], config["depth_multiplier"], config["num_tags"]
+    low, high = IMAGE_SIZE_RANGE
+    if not isinstance(backbone, str) or backbone not in BACKBONES:
+        return f"backbone {backbone!r} is not one of {', '.join(sorted(BACKBONES))}"
+    if not isinstance(loss, str) or loss not in LOSSES:
+        return f"loss {loss!r} is not one of {', '.join(LOSSES)}"
+    if not is_whole_number(size) or not low <= size <= high:
+        return f"image_size {size!r} is not a whole number of pixels in [{low}, {high}]"
+    if not (is_whole_number(depth) or isinstance(depth, float)) or not (
+            0 < depth <= MAX_DEPTH_MULTIPLIER):
+        return (f"depth_multiplier {depth!r} is not a number in (0, "
+                f"{MAX_DEPTH_MULTIPLIER:g}]")
+    if not is_whole_number(tags) or tags < 1:
+        return f"num_tags {tags!r} is not a positive whole number"
+    return None

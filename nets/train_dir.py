@@ -73,7 +73,7 @@ def load(train_dir):
     if missing:
         raise TrainDirError(f"{config_path} lacks {', '.join(missing)}: not a train_config of "
                             "this version of train.py")
-    problem = _model_field_problem(config)
+    problem = model.config_problem(config)
     if problem:
         raise TrainDirError(f"{config_path}: {problem}")
     try:  # the train_dir's vocab.txt is the records' one, copied: the same reader and checks
@@ -84,31 +84,6 @@ def load(train_dir):
         raise TrainDirError(f"{train_dir}: vocab.txt has {len(vocab)} tags but {CONFIG_FILE} "
                             f"says num_tags={config['num_tags']}")
     return config, vocab
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _model_field_problem(config):
-    """What makes the model fields of a train_config unusable (one line), or None: a model is
-    built from them, so each must be a value train.py could have written."""
-    backbone, loss = config["backbone"], config["loss"]
-    size, depth, tags = config["image_size"], config["depth_multiplier"], config["num_tags"]
-    low, high = model.IMAGE_SIZE_RANGE
-    if not isinstance(backbone, str) or backbone not in model.BACKBONES:
-        return f"backbone {backbone!r} is not one of {', '.join(sorted(model.BACKBONES))}"
-    if not isinstance(loss, str) or loss not in model.LOSSES:
-        return f"loss {loss!r} is not one of {', '.join(model.LOSSES)}"
-    if not _is_int(size) or not low <= size <= high:
-        return f"image_size {size!r} is not a whole number of pixels in [{low}, {high}]"
-    if not (_is_int(depth) or isinstance(depth, float)) or not (
-            0 < depth <= model.MAX_DEPTH_MULTIPLIER):
-        return (f"depth_multiplier {depth!r} is not a number in (0, "
-                f"{model.MAX_DEPTH_MULTIPLIER:g}]")
-    if not _is_int(tags) or tags < 1:
-        return f"num_tags {tags!r} is not a positive whole number"
-    return None
 
 
 def vocab_difference(expected, actual):
@@ -317,7 +292,7 @@ def best(directory):
     except ValueError:
         chosen = None
     value = chosen.get("value") if isinstance(chosen, dict) else None
-    if not (isinstance(chosen, dict) and _is_int(chosen.get("step")) and chosen["step"] >= 0
+    if not (isinstance(chosen, dict) and model.is_whole_number(chosen.get("step")) and chosen["step"] >= 0
             and isinstance(chosen.get("metric"), str) and isinstance(value, (int, float))
             and not isinstance(value, bool) and math.isfinite(value)):
         raise TrainDirError(

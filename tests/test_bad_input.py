@@ -40,7 +40,8 @@ def test_a_run_that_trains_nothing_keeps_the_config_and_seen_images_are_refused(
                          f"--records_dir={records2}", "--shorter_side=86", "--val_size=0",
                          f"--test_size={manifest['test_size']}", "--seed=7"))
     before = snapshot(model_copy)
-    result = check_run(run_script("train.py", *TINY_TRAIN_FLAGS, f"--records_dir={records2}",
+    result = check_run(run_script("train.py", *TINY_TRAIN_FLAGS, "--max_steps=3",
+                                  f"--records_dir={records2}",
                                   f"--train_dir={model_copy}"))
     assert "is already trained to step 3" in result.stdout
     assert snapshot(model_copy) == before
@@ -92,7 +93,7 @@ def test_a_damaged_best_json_stops_every_script_before_it_writes(sample_records,
     with open(os.path.join(model_copy, "best.json"), "w") as stream:
         stream.write('{"step": 3, "metric": "map", "val')
     before = snapshot(model_copy)
-    for script, *args in [("train.py", *TINY_TRAIN_FLAGS[1:], "--max_steps=6",
+    for script, *args in [("train.py", *TINY_TRAIN_FLAGS, "--max_steps=6",
                            f"--records_dir={sample_records}", f"--train_dir={model_copy}"),
                           ("predict.py", f"--model={model_copy}", sample_photos["in_folder"][0]),
                           ("evaluate.py", f"--model={model_copy}")]:
