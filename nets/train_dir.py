@@ -293,8 +293,9 @@ def best(directory):
         chosen = None
     value = chosen.get("value") if isinstance(chosen, dict) else None
     if not (isinstance(chosen, dict) and model.is_whole_number(chosen.get("step"))
-            and chosen["step"] >= 0 and isinstance(chosen.get("metric"), str) and isinstance(value, (int, float))
-            and not isinstance(value, bool) and math.isfinite(value)):
+            and chosen["step"] >= 0 and isinstance(chosen.get("metric"), str)
+            and isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value)):
         raise TrainDirError(
             f"{path} is damaged (not the step, metric and value train.py writes): restore it, "
             "or delete it to fall back on the newest checkpoint (train.py then records the "
