@@ -57,14 +57,10 @@ def main(argv):
                   total_steps=total_steps, records_dir=os.path.abspath(records))
     with claim_train_dir(config, vocab, distribution.chief) as write_dir:
         train_dir.remove_partial_checkpoints(write_dir)
-        latest = train_dir.latest_checkpoint(FLAGS.train_dir)
-        start_step = train_dir.checkpoint_step(latest) if latest else 0
-        if start_step >= total_steps:
-            print(f"{FLAGS.train_dir} is already trained to step {start_step} (of "
-                  f"{total_steps}); raise --max_steps or --num_epochs to train further")
+        resumed = resume_point(config, vocab, total_steps, distribution.chief)
+        if resumed is None:
             return
-        if distribution.chief:  # only a run that trains changes the train_dir's config
-            train_dir.record_config(FLAGS.train_dir, config, vocab)
+        latest, start_step = resumed
         validator = (validation.Validator(config, records, train_counts, FLAGS.train_dir)
                      if images["val"] and distribution.chief else None)
         pretrained, probe_head = None, None
@@ -105,6 +101,21 @@ def read_records(records):
 def describe_speed(mixed_precision, xla, distribution):
     return (f"mixed precision {'on' if mixed_precision else 'off'}, XLA "
             f"{'on' if xla else 'off'}, {distribution.describe()}")
+
+
+def resume_point(config, vocab, total_steps, chief):
+    """(the newest checkpoint or None, its step) to train on from, or None when the train_dir
+    is already trained to `total_steps` (said on stdout). A run that trains records its config;
+    one that trains nothing changes nothing."""
+    latest = train_dir.latest_checkpoint(FLAGS.train_dir)
+    start_step = train_dir.checkpoint_step(latest) if latest else 0
+    if start_step >= total_steps:
+        print(f"{FLAGS.train_dir} is already trained to step {start_step} (of "
+              f"{total_steps}); raise --max_steps or --num_epochs to train further")
+        return None
+    if chief:
+        train_dir.record_config(FLAGS.train_dir, config, vocab)
+    return latest, start_step
 
 
 @contextlib.contextmanager
