@@ -182,11 +182,18 @@ def test_bad_files_get_predict_messages_and_the_server_goes_on(server, trained_d
                                     ("text.jpg", "truncated.jpg", "empty.png"))
     assert by_name["animated.gif"]["note"] == "animated (2 frames): its first frame is tagged"
     assert_same_as_predict(answer[-1:], expected_by_name(predicted_json, [good]), 5)
-    too_large = tmp_path / "too_large.jpg"  # past predict.py's 64 MB: refused as it arrives
+    # Past predict.py's 64 MB: the page and Gradio's client refuse it before sending; a client
+    # that sends it anyway is refused by the server as it arrives.
+    too_large = tmp_path / "too_large.jpg"
     with open(too_large, "wb") as stream:
         stream.truncate(64 * 2**20 + 1)
-    with pytest.raises(Exception, match="exceeded maximum allowed size"):
+    with pytest.raises(ValueError, match="exceeds the maximum file size of 67108864 bytes"):
         client.predict(gallery(str(too_large)), 5, 0.0, api_name="/tag")
+    import httpx  # Gradio's own HTTP client
+    with open(too_large, "rb") as stream:
+        response = httpx.post(f"{server['url']}gradio_api/upload", timeout=300,
+                              files={"files": ("too_large.jpg", stream)})
+    assert response.status_code == 413 and "maximum allowed size" in response.text
     assert server["process"].poll() is None
 
 

@@ -16,7 +16,7 @@ image_files.MAX_FILE_BYTES (Gradio refuses larger ones while they arrive); one p
 scored at a time (CONCURRENCY), on one thread, and at most QUEUE_SIZE wait (later ones are turned
 away); photos are decoded as predict.py decodes them (data/image_files.py: its decompression-bomb
 limit, large photos reduced to the stored size; nets/photos.BATCH_PIXELS per batch); uploads are
-deleted after an hour (CACHE). The server listens on 127.0.0.1 unless told otherwise, and calls
+deleted once an hour old (CACHE). The server listens on 127.0.0.1 unless told otherwise, and calls
 nothing outside (Gradio's telemetry is off).
 """
 import concurrent.futures
