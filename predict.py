@@ -11,8 +11,8 @@ model returns at most the tags it was exported with (export.py --top_k, 10 by de
 Arguments are image files or folders (the image files directly inside, sorted; --recursive
 also walks subfolders). Images are scored in batches with evaluate.py's eval preprocessing
 (nets/tagger.py, the same graph export.py saves); large photos are decoded reduced and make
-smaller batches (data/image_files.py, BATCH_PIXELS), so memory stays bounded. Output, one line
-per image on stdout:
+smaller batches (data/image_files.py, nets/photos.py: the code path the web page app.py
+shares), so memory stays bounded. Output, one line per image on stdout:
 
     text  photos/beach.jpg: #sunset 0.91 #beach 0.84 ...
     json  {"path": "photos/beach.jpg", "tags": ["sunset", "beach"], "scores": [0.91, 0.84]}
@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 import cli
 from data import image_files
+from nets import photos
 from nets import tagger as tagger_lib
 
 FLAGS = flags.FLAGS
@@ -54,13 +55,6 @@ flags.DEFINE_bool("recursive", False, "For folder arguments, also tag the images
 flags.register_validator("threshold", lambda value: value is None or 0.0 <= value <= 1.0,
                          "--threshold must be a score between 0 and 1")
 cli.deprecated_alias("checkpoint_path", "model")
-
-# Pixels per batch in the graph: TensorFlow decodes a batch's images into float32 copies, and
-# resizes each to the stored size, before it crops them. Photos reach it at most at the stored
-# size (larger ones are reduced by data/image_files.py) and at most 20:1, so 32 photos of 1 MP
-# run in one batch, 8 of 4 MP.
-BATCH_PIXELS = 32 * 2**20
-
 
 class Output:
     """Writes one image's result to stdout in --format, streaming (nothing held back)."""
@@ -90,52 +84,17 @@ def report_error(path, reason):
     print(f"{path}: error: {reason}", file=sys.stderr, flush=True)
 
 
-def batches(entries, image_size, batch_size, max_pixels=BATCH_PIXELS):
-    """Lists of (path, encoded image bytes or error reason), in input order, each with at most
-    `batch_size` images and `max_pixels` pixels in the graph (decoded, or resized to the stored
-    size: image_files.work_pixels; a larger image runs alone). Each file is read when its batch
-    is made; an error line waits only for the images before it."""
-    batch, images, pixels = [], 0, 0
-    for path, error in entries:
-        encoded = None
-        if error is None:
-            try:
-                encoded, (width, height) = image_files.load(path, image_size)
-            except image_files.PhotoError as photo_error:
-                error = str(photo_error)
-        if encoded is None:
-            batch.append((path, error))
-        else:
-            work = image_files.work_pixels(width, height, image_size)
-            if images and (images == batch_size or pixels + work > max_pixels):
-                yield batch
-                batch, images, pixels = [], 0, 0
-            batch.append((path, encoded))
-            images, pixels = images + 1, pixels + work
-        if not images:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def write_batch(tagger, batch, output, progress):
-    """Tags the images of `batch` ([(path, encoded image bytes or error reason)]) in one run and
-    writes every line, in order. Returns how many failed."""
-    results = iter(tagger.tag_each([item for _, item in batch if isinstance(item, bytes)]))
+    """Tags the images of `batch` (nets/photos.batches) in one run and writes every line, in
+    order. Returns how many failed."""
     failed = 0
     with tqdm.external_write_mode(file=sys.stdout):
-        for path, item in batch:
-            outcome = next(results) if isinstance(item, bytes) else item
+        for path, outcome in photos.tag_batch(tagger, batch):
             if isinstance(outcome, str):  # this file's one-line reason
                 report_error(path, outcome)
                 failed += 1
                 continue
-            tags, scores = outcome
-            if FLAGS.threshold is not None:
-                kept = [i for i, score in enumerate(scores) if score >= FLAGS.threshold]
-                tags, scores = [tags[i] for i in kept], [scores[i] for i in kept]
-            output.write(path, tags, scores)
+            output.write(path, *photos.keep(*outcome, threshold=FLAGS.threshold))
     progress.update(len(batch))
     return failed
 
@@ -153,7 +112,8 @@ def main(argv):
     # error lines are written around it.
     progress = tqdm(total=len(entries), unit="img", desc="predict", file=sys.stderr,
                     dynamic_ncols=True, disable=None if len(entries) > FLAGS.batch_size else True)
-    for batch in batches(entries, int(tagger.config["image_size"]), FLAGS.batch_size):
+    for batch in photos.batches(entries, int(tagger.config["image_size"]),
+                                FLAGS.batch_size):
         failed += write_batch(tagger, batch, output, progress)
     progress.close()
     tagger.close()

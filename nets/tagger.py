@@ -118,6 +118,10 @@ class Tagger:
     def __init__(self, source, top_k=5, keep=None):
         self.config, self.vocab, self.name = source.config, source.vocab, source.name
         self.exported_k, self.keep = source.exported_k, keep
+        exported = source.exported_k is not None
+        # A train_dir's model: its checkpoint and folder (an export keeps neither).
+        self.checkpoint = None if exported else source.name
+        self.train_dir = None if exported else source.assets_dir
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.images = tf.placeholder(tf.string, [None], name=INPUT_NAME)

@@ -491,3 +491,13 @@ def test_section_8_shares_the_model_that_gives_the_same_tags(run):
     archive = os.path.join(run["downloads"], os.path.basename(values["MODEL_ARCHIVE"]))
     with open(archive, "rb") as downloaded, open(values["MODEL_ARCHIVE"], "rb") as on_drive:
         assert downloaded.read() == on_drive.read()
+
+
+def test_section_9_opens_the_web_page_inline(run):
+    """The page is served from the kernel (its launch waits for the server to answer) and shown
+    below the cell; the cell returns, so the notebook goes on (and this test ends)."""
+    cell = run["cells"]["web-page"]
+    url = re.search(r"serving the page on (http://127\.0\.0\.1:\d+/)", cell_text(cell))
+    assert url, cell_text(cell)[-2000:]
+    (frame,) = displayed(cell, "text/html")
+    assert f'<iframe src="{url.group(1)}"' in frame.data["text/html"]

@@ -258,21 +258,21 @@ def test_special_files_get_their_own_error_line_and_never_hang(tmp_path, trained
     assert result.stderr.rstrip().endswith("5 of 7 failed, 2 tagged")
 
 
-# Prints, for each (batch_size, max_pixels) of argv[2], predict.batches on the files of argv[1]:
-# their names without extension ("error" for an error line).
+# Prints, for each (batch_size, max_pixels) of argv[2], nets/photos.batches on the files of
+# argv[1]: their names without extension ("error" for an error line).
 BATCHES = r"""
 import json, os, sys
-import predict
+from nets import photos
 paths, limits = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 name = lambda path: os.path.splitext(os.path.basename(path))[0]
 print(json.dumps([[[name(path) if isinstance(item, bytes) else "error" for path, item in batch]
-                   for batch in predict.batches([(path, None) for path in paths], 75, *limit)]
+                   for batch in photos.batches([(path, None) for path in paths], 75, *limit)]
                   for limit in limits]))
 """
 
 
 def test_a_batch_ends_at_batch_size_images_or_its_pixel_budget(tmp_path):
-    """predict.batches on real files, counting the pixels each makes in the graph of a 75 px
+    """photos.batches on real files, counting the pixels each makes in the graph of a 75 px
     model (brought to the stored 86 px): 10x10 photos (86x86 = 7,396 px), one 10x40 (86x344:
     four times as many), errors."""
     names = ["missing", "a", "b", "missing", "c", "big", "e", "f", "g", "h"]
