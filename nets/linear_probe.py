@@ -134,7 +134,7 @@ def train_head(directory, config, train, val, prior_biases, epochs, learning_rat
             weights = tf.get_variable("weights", [1, 1, train[0].shape[1], num_tags],
                                       initializer=tf.zeros_initializer())
             biases = tf.get_variable("biases", initializer=tf.constant(prior_biases))
-        logits = tf.matmul(features, weights[0, 0]) + biases
+        logits = probe_logits(features, weights, biases)
         # The same L2 term slim's arg_scope gives the head in fine-tuning: wd * sum(w^2) / 2.
         loss = (model.tagging_loss(logits, labels, config["loss"])
                 + weight_decay * tf.nn.l2_loss(weights))
@@ -158,6 +158,12 @@ def train_head(directory, config, train, val, prior_biases, epochs, learning_rat
                                write_state=False)
     logging.info("linear probe: best val score %.4f at epoch %d of %d", best, best_epoch, epochs)
     return path, best, best_epoch
+
+
+def probe_logits(features, weights, biases):
+    """The main head's logits on cached features [N, F]: the main head's 1x1 convolution
+    (weights [1, 1, F, T], biases [T]) on their global mean, as a matrix product."""
+    return tf.matmul(features, weights[0, 0]) + biases
 
 
 def _predict(session, scores, features, values):

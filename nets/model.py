@@ -34,22 +34,26 @@ AUX_LOSS_WEIGHT = 0.4  # slim's train_image_classifier weight for InceptionV3's 
 # Smallest input on which InceptionV3's auxiliary head builds (its 5x5 VALID pool needs a 5x5
 # Mixed_6e map); measured with tf-slim 1.1.0.
 AUX_MIN_IMAGE_SIZE = 107
+MIN_DEPTH = 16  # slim's min_depth: no layer narrower than this, whatever the depth multiplier
 
-# default_image_size: the input size the backbone was designed (and its ImageNet checkpoint
-# trained) for, train.py's --image_size when none is given. heads: the scopes of the layers
-# that output one logit per tag (the main head, and the auxiliary one where there is one).
-# last_block: the end point whose global average the main head reads (through dropout).
+# base: slim's network up to its last block (the head is ours, `tag_heads`); scope: slim's
+# variable scope; default_image_size: the input size the backbone was designed (and its ImageNet
+# checkpoint trained) for, train.py's --image_size when none is given; min_image_size: the
+# smallest input its last block builds on (measured); heads: the layers that output one logit
+# per tag (the main head, then the auxiliary one where there is one); last_block: the end point
+# whose global mean the main head reads (through dropout); aux_block: the auxiliary head's input.
 Backbone = collections.namedtuple(
-    "Backbone", "network arg_scope scope default_image_size has_aux_logits heads last_block")
+    "Backbone", "base arg_scope scope default_image_size min_image_size heads last_block "
+                "aux_block")
 
 BACKBONES = {
-    "inception_v3": Backbone(inception.inception_v3, inception.inception_v3_arg_scope,
-                             "InceptionV3", 299, True,
+    "inception_v3": Backbone(inception.inception_v3_base, inception.inception_v3_arg_scope,
+                             "InceptionV3", 299, 75,
                              ("InceptionV3/Logits/Conv2d_1c_1x1",
-                              "InceptionV3/AuxLogits/Conv2d_2b_1x1"), "Mixed_7c"),
-    "inception_v2": Backbone(inception.inception_v2, inception.inception_v2_arg_scope,
-                             "InceptionV2", 224, False, ("InceptionV2/Logits/Conv2d_1c_1x1",),
-                             "Mixed_5c"),
+                              "InceptionV3/AuxLogits/Conv2d_2b_1x1"), "Mixed_7c", "Mixed_6e"),
+    "inception_v2": Backbone(inception.inception_v2_base, inception.inception_v2_arg_scope,
+                             "InceptionV2", 224, 32, ("InceptionV2/Logits/Conv2d_1c_1x1",),
+                             "Mixed_5c", None),
 }
 
 
@@ -62,40 +66,119 @@ def get_backbone(name):
 def uses_aux_logits(backbone, image_size, is_training, aux_loss_weight=AUX_LOSS_WEIGHT):
     """Whether the auxiliary head is built: training only, when the backbone has one, it is
     weighted and the image is large enough for it."""
-    return bool(is_training and aux_loss_weight > 0 and get_backbone(backbone).has_aux_logits
+    return bool(is_training and aux_loss_weight > 0 and get_backbone(backbone).aux_block
                 and image_size >= AUX_MIN_IMAGE_SIZE)
+
+
+def aux_scope(backbone):
+    """The auxiliary head's variable scope ("" when the backbone has none)."""
+    spec = get_backbone(backbone)
+    return f"{spec.scope}/AuxLogits" if spec.aux_block else ""
+
+
+def in_scopes(name, scopes):
+    """Whether a variable or scope `name` is under one of `scopes` (comma-separated): starts
+    with one, as slim's --trainable_scopes and --checkpoint_exclude_scopes match."""
+    return any(name.startswith(scope) for scope in split_scopes(scopes))
+
+
+def split_scopes(scopes):
+    return [scope.strip() for scope in (scopes or "").split(",") if scope.strip()]
 
 
 def build_logits(images, num_tags, backbone="inception_v3", depth_multiplier=1.0,
                  is_training=False, weight_decay=4e-5, batch_norm_decay=0.9997,
-                 dropout_keep_prob=0.8, aux_logits=None):
-    """(logits [B, num_tags], end_points) of `backbone` on images in [-1, 1].
+                 dropout_keep_prob=0.8, aux_logits=None, trainable_scopes=None):
+    """(logits [B, num_tags], end_points) of `backbone` on images in [-1, 1]: slim's network up
+    to its last block, then our tag heads (`tag_heads`), at any image size from the backbone's
+    smallest up.
 
     `end_points["AuxLogits"]` ([B, num_tags]) exists when the auxiliary head is built
-    (`aux_logits`, default: `uses_aux_logits(...)`). Variables are slim's, under the backbone's
-    scope; the weight decay goes to tf's REGULARIZATION_LOSSES collection.
+    (`aux_logits`, default: `uses_aux_logits(...)`), `end_points["Features"]` ([B, F]) is the
+    global mean the main head reads. With `trainable_scopes`, only the layers under them are in
+    training mode: the rest (batch norm on its moving averages, no updates) is frozen. Variables
+    are slim's, under the backbone's scope; the weight decay goes to REGULARIZATION_LOSSES.
     """
     compat.apply()
     spec = get_backbone(backbone)
     if aux_logits is None:
         aux_logits = uses_aux_logits(backbone, images.shape[1] or 0, is_training)
-    kwargs = {"create_aux_logits": aux_logits} if spec.has_aux_logits else {}
+
+    def training(scope_name):  # whether the layer under this variable scope trains
+        return bool(is_training) and (not trainable_scopes
+                                      or in_scopes(scope_name, trainable_scopes))
+
+    def batch_norm(inputs, **params):  # the arg_scope's, in the mode of the layer it ends
+        return slim.batch_norm(inputs, is_training=training(tf.get_variable_scope().name),
+                               **params)
+
     scope_args = {"weight_decay": weight_decay, "batch_norm_decay": batch_norm_decay}
     accepted = inspect.signature(spec.arg_scope).parameters  # inception_v2's has no BN decay
     with slim.arg_scope(spec.arg_scope(**{k: v for k, v in scope_args.items() if k in accepted})):
-        logits, end_points = spec.network(
-            images, num_classes=num_tags, is_training=is_training,
-            dropout_keep_prob=dropout_keep_prob, depth_multiplier=depth_multiplier,
-            scope=spec.scope, **kwargs)
+        with slim.arg_scope([slim.conv2d, slim.separable_conv2d], normalizer_fn=batch_norm), \
+                tf.variable_scope(spec.scope, values=[images]) as scope:
+            net, end_points = spec.base(images, scope=scope, depth_multiplier=depth_multiplier)
+            logits = tag_heads(net, end_points, num_tags, spec, depth_multiplier,
+                               dropout_keep_prob, training, aux_logits)
     return logits, end_points
 
 
+def tag_heads(net, end_points, num_tags, spec, depth_multiplier, dropout_keep_prob, training,
+              aux_logits):
+    """THE tag head on the last block `net`: its global mean (end_points["Features"]), dropout,
+    a 1x1 convolution to one logit per tag (slim's Logits/Conv2d_1c_1x1), for every backbone and
+    image size; and, when asked, InceptionV3's auxiliary head on Mixed_6e, its output averaged
+    likewise. Up to the size slim's fixed pools were made for (330 px for InceptionV3) the mean
+    is exactly slim's pool; beyond, slim's pool would read a corner of the map. Returns logits."""
+    if aux_logits:
+        end_points["AuxLogits"] = _aux_head(end_points[spec.aux_block], num_tags,
+                                            depth_multiplier, training)
+    with tf.variable_scope("Logits") as scope:
+        features = global_mean(net)
+        end_points["Features"] = tf.squeeze(features, [1, 2])
+        net = slim.dropout(features, keep_prob=dropout_keep_prob,
+                           is_training=training(scope.name), scope="Dropout_1b")
+        logits = slim.conv2d(net, num_tags, [1, 1], activation_fn=None, normalizer_fn=None,
+                             scope="Conv2d_1c_1x1")
+        return tf.squeeze(logits, [1, 2], name="SpatialSqueeze")
+
+
+def _aux_head(net, num_tags, depth_multiplier, training):
+    """InceptionV3's auxiliary head as slim builds it (its variable names and initializers, so
+    an ImageNet checkpoint restores all but its last layer), its map averaged before the last
+    1x1 convolution (1x1 already up to 330 px)."""
+    depth = max(int(768 * depth_multiplier), MIN_DEPTH)
+    with slim.arg_scope([slim.conv2d, slim.avg_pool2d], stride=1, padding="SAME"), \
+            tf.variable_scope("AuxLogits"):
+        net = slim.avg_pool2d(net, [5, 5], stride=3, padding="VALID", scope="AvgPool_1a_5x5")
+        net = slim.conv2d(net, max(int(128 * depth_multiplier), MIN_DEPTH), [1, 1],
+                          scope="Conv2d_1b_1x1")
+        kernel = [min(net.shape[1], 5), min(net.shape[2], 5)]  # slim's, for small inputs
+        net = slim.conv2d(net, depth, kernel, padding="VALID",
+                          weights_initializer=tf.truncated_normal_initializer(stddev=0.01),
+                          scope="Conv2d_2a_{}x{}".format(*kernel))
+        net = slim.conv2d(global_mean(net), num_tags, [1, 1], activation_fn=None,
+                          normalizer_fn=None,
+                          weights_initializer=tf.truncated_normal_initializer(stddev=0.001),
+                          scope="Conv2d_2b_1x1")
+        return tf.squeeze(net, [1, 2], name="SpatialSqueeze")
+
+
+def global_mean(net):
+    """The mean over a [B, H, W, C] map's positions, as [B, 1, 1, C]: slim's VALID average pool
+    of the whole map (the op its heads use, so a checkpoint scores as it did in slim's graph)."""
+    if net.shape[1] is None or net.shape[2] is None:
+        return tf.reduce_mean(net, axis=[1, 2], keepdims=True)
+    return slim.avg_pool2d(net, [net.shape[1], net.shape[2]], stride=1, padding="VALID",
+                           scope="AvgPool_1a_{}x{}".format(net.shape[1], net.shape[2]))
+
+
 def build_features(images, config):
-    """The frozen backbone's image features [B, F] (inference mode): the global average of its
-    last block, which the main head maps to one logit per tag."""
+    """The frozen backbone's image features [B, F] (inference mode): the global mean of its
+    last block, which the main head maps to one logit per tag (`tag_heads`)."""
     _, end_points = build_logits(images, int(config["num_tags"]), config["backbone"],
                                  float(config["depth_multiplier"]), is_training=False)
-    return tf.reduce_mean(end_points[get_backbone(config["backbone"]).last_block], axis=[1, 2])
+    return end_points["Features"]
 
 
 def build_scores(images, config):

@@ -11,6 +11,7 @@ cores in a few minutes. A flag given on the command line overrides the preset.
 """
 import collections
 
+import cli
 from data import preprocessing
 from nets import distribution, model, optimization, warm_start
 
@@ -67,8 +68,10 @@ TABLE = (
     _setting("warm_start", None, "Initial weights (only when --train_dir has no checkpoint of "
              "its own): a slim checkpoint file or prefix, a folder holding one, or 'imagenet' "
              "(download the TF-Slim ImageNet InceptionV3). Unset: train from scratch.", kind=str),
-    _setting("checkpoint_exclude_scopes", warm_start.DEFAULT_EXCLUDE_SCOPES, "Comma-separated "
-             "variable scopes NOT restored by the warm start."),
+    _setting("checkpoint_exclude_scopes", None, "Comma-separated variable scopes NOT restored "
+             "by the warm start (empty: restore everything). Default: the backbone's tag heads' "
+             "last layers (InceptionV3/Logits/Conv2d_1c_1x1,InceptionV3/AuxLogits/Conv2d_2b_1x1): "
+             "the auxiliary head's lower layers restore from ImageNet.", kind=str),
     _setting("trainable_scopes", None, "Comma-separated scopes to train (e.g. "
              "InceptionV3/Logits,InceptionV3/AuxLogits for the head only); default all.",
              kind=str),
@@ -150,8 +153,15 @@ def resolve(values, given, preset):
             settings[name] = value
     if "num_epochs" in given and "max_steps" not in given:
         settings["max_steps"] = None
+    backbone = model.get_backbone(settings["backbone"])
     if settings.get("image_size") is None:
-        settings["image_size"] = model.get_backbone(settings["backbone"]).default_image_size
+        settings["image_size"] = backbone.default_image_size
+    if settings["image_size"] < backbone.min_image_size:
+        raise cli.UserError(f"--image_size={settings['image_size']} is below the smallest "
+                            f"{settings['backbone']} builds on ({backbone.min_image_size})")
+    if settings.get("checkpoint_exclude_scopes") is None:
+        settings["checkpoint_exclude_scopes"] = warm_start.default_exclude_scopes(
+            settings["backbone"])
     return settings
 
 

@@ -18,12 +18,12 @@ from nets import model, optimization
 
 
 def variables_to_train(trainable_scopes=None):
-    """Trainable variables under any of `trainable_scopes` (comma-separated), or all of them."""
+    """Trainable variables under any of `trainable_scopes` (comma-separated), or all of them.
+    (The model builds the layers outside them in inference mode: nets/model.build_logits.)"""
     variables = tf.trainable_variables()
-    scopes = [s.strip() for s in (trainable_scopes or "").split(",") if s.strip()]
-    if not scopes:
+    if not model.split_scopes(trainable_scopes):
         return variables
-    chosen = [v for v in variables if any(v.op.name.startswith(s) for s in scopes)]
+    chosen = [v for v in variables if model.in_scopes(v.op.name, trainable_scopes)]
     if not chosen:
         raise cli.UserError(f"--trainable_scopes={trainable_scopes} matches no variable "
                             f"(names look like {variables[0].op.name})")
@@ -44,7 +44,8 @@ def build_steps(settings, dataset, num_tags, total_steps, steps_per_epoch, mixed
         weight_decay=settings["weight_decay"], batch_norm_decay=settings["batch_norm_decay"],
         dropout_keep_prob=settings["dropout_keep_prob"],
         aux_logits=model.uses_aux_logits(settings["backbone"], settings["image_size"], True,
-                                         settings["aux_loss_weight"]))
+                                         settings["aux_loss_weight"]),
+        trainable_scopes=settings["trainable_scopes"])
     built = {}
 
     def optimizer(_):  # run once, across the replicas (tf.distribute's merge_call)

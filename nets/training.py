@@ -67,13 +67,16 @@ def _warm_start_steps(settings, warm_start_from, head_from, prior_biases, steps)
     """Appends to `steps` what starts a new run's weights; returns the lines saying so."""
     restored, messages = set(), []
     if warm_start_from:
-        restore, report = warm_start.build_restorer(warm_start_from,
-                                                    settings["checkpoint_exclude_scopes"])
+        restore, report = warm_start.build_restorer(
+            warm_start_from, settings["checkpoint_exclude_scopes"],
+            optional_scopes=model.aux_scope(settings["backbone"]))
         steps.append(restore)
         restored |= report["names"]
         messages.append(f"warm start from {report['checkpoint']}: restored {report['restored']} "
                         f"variables, left {report['excluded']} under "
-                        f"{settings['checkpoint_exclude_scopes']} initialized")
+                        f"{settings['checkpoint_exclude_scopes'] or '(nothing)'} initialized"
+                        + (f", and {report['initialized']} of the auxiliary head the checkpoint "
+                           "lacks at this image size" if report["initialized"] else ""))
     else:
         logging.warning("no --warm_start: training from scratch (random initialization); "
                         "--warm_start=imagenet fine-tunes the ImageNet InceptionV3")

@@ -33,12 +33,10 @@ from tqdm import tqdm
 
 import cli
 from data import atomic, safe_archive
-from nets import train_dir
+from nets import model, train_dir
 
 IMAGENET = "imagenet"
 IMAGENET_URL = "http://download.tensorflow.org/models/inception_v3_2016_08_28.tar.gz"
-# The official checkpoint's heads have 1001 ImageNet classes; ours have one logit per tag.
-DEFAULT_EXCLUDE_SCOPES = "InceptionV3/Logits,InceptionV3/AuxLogits"
 _STAGING = re.compile(r"^\.tmp-(.+-[0-9a-f]{12})-\d+-")  # atomic.py's name for an entry's staging
 _OLD_PART = re.compile(r"\.part-(\d+)$")  # older versions downloaded to <archive>.part-<pid>
 # The most a checkpoint archive may extract to (the official InceptionV3 one: about 0.1 GB).
@@ -48,10 +46,6 @@ MAX_ARCHIVE_MEMBERS = 10_000
 
 class WarmStartError(cli.UserError):
     """A checkpoint that cannot be found, fetched or restored."""
-
-
-def _split_scopes(scopes):
-    return [s.strip() for s in (scopes or "").split(",") if s.strip()]
 
 
 def find_checkpoint(path):
@@ -226,22 +220,33 @@ def checkpoint_for(warm_start, url=IMAGENET_URL, cache_dir="work/pretrained"):
     return find_checkpoint(warm_start)
 
 
-def build_restorer(checkpoint, exclude_scopes=DEFAULT_EXCLUDE_SCOPES, variables=None):
+def default_exclude_scopes(backbone):
+    """What a warm start leaves out by default: the layers that output one logit per tag (an
+    ImageNet checkpoint's have 1001 classes, another run's another vocabulary)."""
+    return ",".join(model.get_backbone(backbone).heads)
+
+
+def build_restorer(checkpoint, exclude_scopes, variables=None, optional_scopes=""):
     """(restore_fn(session), report) restoring every model variable (default: slim's model
     variables, i.e. weights and batch-norm statistics, not the optimizer state nor the global
-    step) outside `exclude_scopes` from `checkpoint`. Call it while building the graph;
-    run restore_fn after the variables are initialized. report = {"restored", "excluded",
-    "checkpoint", "names" (of the restored variables)}."""
+    step) outside `exclude_scopes` from `checkpoint`. Variables under `optional_scopes` (the
+    auxiliary head's: a checkpoint may lack them, or have them at another image size) are
+    restored where the checkpoint has them with their shape, else left initialized. Call it
+    while building the graph; run restore_fn after the variables are initialized.
+    report = {"restored", "excluded", "initialized" (optional ones not restored), "checkpoint",
+    "names" (of the restored variables)}."""
     variables = slim.get_model_variables() if variables is None else variables
-    excluded_scopes = _split_scopes(exclude_scopes)
-    excluded = [v for v in variables
-                if any(v.op.name == s or v.op.name.startswith(s.rstrip("/") + "/")
-                       for s in excluded_scopes)]
+    excluded = [v for v in variables if model.in_scopes(v.op.name, exclude_scopes)]
     kept = [v for v in variables if v not in excluded]
     try:
         restore, missing, mismatched = train_dir.restore_map(checkpoint, kept)
     except train_dir.TrainDirError as error:
         raise WarmStartError(str(error)) from None
+    initialized = [name for name in missing if model.in_scopes(name, optional_scopes)]
+    initialized += [line for line in mismatched
+                    if model.in_scopes(line.split(" ")[0], optional_scopes)]
+    missing = [name for name in missing if name not in initialized]
+    mismatched = [line for line in mismatched if line not in initialized]
     if missing:
         raise WarmStartError(
             f"{len(missing)} model variables are not in {checkpoint} (e.g. {missing[0]}); is it a "
@@ -259,5 +264,5 @@ def build_restorer(checkpoint, exclude_scopes=DEFAULT_EXCLUDE_SCOPES, variables=
         saver.restore(session, train_dir.tf_path(checkpoint))
 
     report = {"restored": len(restore), "excluded": len(excluded), "checkpoint": checkpoint,
-              "names": set(restore)}
+              "initialized": len(initialized), "names": set(restore)}
     return restore_fn, report

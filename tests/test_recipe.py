@@ -132,7 +132,7 @@ def test_cached_features_resume_at_the_last_written_chunk(tmp_path, monkeypatch)
     backbone = save_random_backbone(str(tmp_path / "backbone" / "model.ckpt"))
 
     def restore():
-        return warm_start.build_restorer(backbone)[0]
+        return warm_start.build_restorer(backbone, "")[0]
 
     first = linear_probe.cache_features(str(tmp_path), config, records, "train", 40, restore,
                                         batch_size=8)

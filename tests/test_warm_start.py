@@ -23,7 +23,7 @@ from nets import model, warm_start
 from train_records import VOCAB, write_records
 
 DEPTH = 0.1
-HEAD = ("InceptionV3/Logits/", "InceptionV3/AuxLogits/")
+HEAD_LAST_LAYERS = ("InceptionV3/Logits/Conv2d_1c_1x1/", "InceptionV3/AuxLogits/Conv2d_2b_1x1/")
 
 
 @pytest.fixture(scope="module")
@@ -50,34 +50,58 @@ def imagenet_checkpoints(tmp_path_factory):
     return folder, values
 
 
-def build_tagging_graph(num_tags=len(VOCAB)):
-    model.build_logits(tf.zeros([2, 107, 107, 3]), num_tags, "inception_v3", DEPTH,
-                       is_training=True)
+def build_tagging_graph(num_tags=len(VOCAB), image_size=107):
+    model.build_logits(tf.zeros([2, image_size, image_size, 3]), num_tags, "inception_v3",
+                       DEPTH, is_training=True)
 
 
-# A V1 file named directly, and a folder holding a V2 prefix (no `checkpoint` index file).
-@pytest.mark.parametrize("which", ["v1/inception_v3.ckpt", "v2"])
-def test_restores_every_backbone_variable_and_none_of_the_head(imagenet_checkpoints, which):
-    folder, values = imagenet_checkpoints
+def restore_into_tagging_graph(checkpoint, image_size, **options):
+    """(restored {model variable name: value}, report) of a warm start into the training
+    graph of a 5-tag model at `image_size` with the default exclusions."""
     with tf.Graph().as_default():
-        build_tagging_graph()
-        checkpoint = warm_start.checkpoint_for(str(folder / which))
-        restore, report = warm_start.build_restorer(checkpoint)
+        build_tagging_graph(image_size=image_size)
+        restore, report = warm_start.build_restorer(
+            checkpoint, warm_start.default_exclude_scopes("inception_v3"),
+            optional_scopes=model.aux_scope("inception_v3"), **options)
         model_variables = slim.get_model_variables()
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             restore(session)
-            restored = dict(zip([v.op.name for v in model_variables],
-                                session.run(model_variables)))
-    head = [n for n in restored if n.startswith(HEAD)]
-    backbone = [n for n in restored if not n.startswith(HEAD)]
-    assert report["restored"] == len(backbone) and report["excluded"] == len(head) > 0
-    assert any("moving_mean" in n for n in backbone)
-    for name in backbone:
+            return dict(zip([v.op.name for v in model_variables],
+                            session.run(model_variables))), report
+
+
+# A V1 file named directly, and a folder holding a V2 prefix (no `checkpoint` index file).
+@pytest.mark.parametrize("which", ["v1/inception_v3.ckpt", "v2"])
+def test_restores_every_variable_but_the_last_layer_of_each_head(imagenet_checkpoints, which):
+    # At the checkpoint's 299 px the auxiliary head's lower layers have its shapes: they
+    # restore from ImageNet; only the layers that output one logit per class are new.
+    folder, values = imagenet_checkpoints
+    restored, report = restore_into_tagging_graph(warm_start.checkpoint_for(str(folder / which)),
+                                                  299)
+    last_layers = [n for n in restored if n.startswith(HEAD_LAST_LAYERS)]
+    kept = [n for n in restored if not n.startswith(HEAD_LAST_LAYERS)]
+    assert report["restored"] == len(kept) and report["excluded"] == len(last_layers) == 4
+    assert report["initialized"] == 0
+    assert any("moving_mean" in n for n in kept)
+    assert any(n.startswith("InceptionV3/AuxLogits/Conv2d_2a_5x5/") for n in kept)
+    for name in kept:
         np.testing.assert_array_equal(restored[name], values[name], err_msg=name)
-    for name in head:  # re-sized to the vocabulary and left at their initial values
-        assert name not in values or restored[name].shape != values[name].shape or not (
+    for name in last_layers:  # re-sized to the vocabulary and left at their initial values
+        assert restored[name].shape != values[name].shape or not (
             np.array_equal(restored[name], values[name]))
+
+
+def test_the_aux_head_restores_what_fits_at_a_small_image_size(imagenet_checkpoints):
+    # At 107 px the auxiliary head's 5x5 convolution is 1x1 (slim's reduced kernel): not in an
+    # ImageNet checkpoint, it starts initialized and is counted; everything else restores.
+    folder, values = imagenet_checkpoints
+    restored, report = restore_into_tagging_graph(str(folder / "v2" / "model.ckpt"), 107)
+    new = [n for n in restored if n.startswith("InceptionV3/AuxLogits/Conv2d_2a_1x1/")]
+    assert new and report["initialized"] == len(new)
+    for name in restored:
+        if not name.startswith(HEAD_LAST_LAYERS) and name not in new:
+            np.testing.assert_array_equal(restored[name], values[name], err_msg=name)
 
 
 def test_head_of_another_size_or_other_backbone_is_a_clear_error(imagenet_checkpoints):
@@ -90,7 +114,8 @@ def test_head_of_another_size_or_other_backbone_is_a_clear_error(imagenet_checkp
     with tf.Graph().as_default():
         model.build_logits(tf.zeros([1, 64, 64, 3]), 5, "inception_v2", 0.25)
         with pytest.raises(warm_start.WarmStartError, match="not in .*InceptionV2/"):
-            warm_start.build_restorer(str(folder / "v2" / "model.ckpt"))
+            warm_start.build_restorer(str(folder / "v2" / "model.ckpt"),
+                                      warm_start.default_exclude_scopes("inception_v2"))
     with pytest.raises(warm_start.WarmStartError, match="no checkpoint at"):
         warm_start.checkpoint_for(str(folder / "nothing-here"))
 
