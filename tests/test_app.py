@@ -126,7 +126,7 @@ def test_the_server_listens_on_loopback_only(server):
 def test_arguments_are_refused_with_a_one_line_error():
     """(A bad --model is predict.py's one-line error, tests/test_predict.py: the same
     open_tagger and cli.run.)"""
-    result = run_script("app.py", "photo.jpg")
+    result = run_script("app.py", "photo.jpg", fresh=True)  # stderr exactly as users see it
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("app.py: error: unexpected arguments photo.jpg: photos are "
                                      "given on the page (to tag files from the command line, "

@@ -160,7 +160,7 @@ def test_a_damaged_feature_chunk_is_computed_again(tmp_path, caplog, monkeypatch
     backbone = save_random_backbone(str(tmp_path / "backbone" / "model.ckpt"))
 
     def restore():
-        return warm_start.build_restorer(backbone)[0]
+        return warm_start.build_restorer(backbone, "")[0]  # features: every layer restored
 
     def cache():
         return linear_probe.cache_features(str(tmp_path), config, records, "train", 24, restore,
