@@ -159,9 +159,10 @@ def run_linear_probe(settings, config, pretrained, prior_biases, images, distrib
         return metrics.evaluate(scores, labels, (1,))[validation.METRIC]
 
     train = linear_probe.cache_features(FLAGS.train_dir, config, settings["records_dir"],
-                                        "train", images["train"], restore)
+                                        "train", images["train"], restore, pretrained)
     val = (linear_probe.cache_features(FLAGS.train_dir, config, settings["records_dir"], "val",
-                                       images["val"], restore) if images["val"] else train)
+                                       images["val"], restore, pretrained)
+           if images["val"] else train)
     head, value, epoch = linear_probe.train_head(
         FLAGS.train_dir, config, train, val, prior_biases, settings["probe_epochs"],
         settings["probe_learning_rate"], settings["weight_decay"], score, settings["seed"])

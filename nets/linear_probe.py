@@ -5,6 +5,9 @@ before the whole network).
 1. `cache_features`: the backbone's image features (nets/model.build_features: inference mode,
    the eval preprocessing) of every image of a split, computed once and cached as float16 in
    `<train_dir>/probe/`, in chunks written atomically: a killed run resumes at its last chunk.
+   The cache records what made it (`features_key`: the warm-start checkpoint's identity, the
+   records' manifest, backbone, depth, image size) and is computed again when any differs: a
+   rerun with another checkpoint or image size would otherwise fit the head on stale features.
 2. `train_head`: the tag head (the main head's weights and biases, slim's variable names) fitted
    on the cached features by Adam for many epochs (seconds to minutes), starting from the tag
    priors; the epoch with the best validation score is kept and written as a checkpoint.
@@ -15,6 +18,8 @@ This is also the paper's own method (pretrained CNN features + a classifier) on 
 backbone, so train.py reports the probe's validation metrics as a result of its own.
 """
 import glob
+import hashlib
+import json
 import os
 import zipfile
 
@@ -31,6 +36,8 @@ PROBE_DIR = "probe"
 HEAD_PREFIX = "head.ckpt"
 CHUNK_IMAGES = 4096  # images per cached chunk: the work a kill can lose
 PROBE_BATCH = 1024   # features per Adam step
+KEY_FILE = "features.json"  # what made the cached features (features_key)
+KEY_FIELDS = ("backbone", "depth_multiplier", "image_size")
 
 
 def probe_dir(directory):
@@ -42,9 +49,57 @@ def _chunks(directory, split):
                                          f"features-{split}-*.npz")))
 
 
-def cache_features(directory, config, records_dir, split, images, restore, batch_size=64):
+def _digest(path):
+    sha = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(2**20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def features_key(checkpoint, records_dir, config):
+    """What features are made of: the warm-start checkpoint (a V2 checkpoint's index holds every
+    tensor's name, shape and checksum: its digest names the weights; a V1 file its size and
+    time), the records (their manifest's digest), and the backbone, depth and image size."""
+    if os.path.isfile(checkpoint + ".index"):
+        weights = "sha256:" + _digest(checkpoint + ".index")
+    else:
+        status = os.stat(checkpoint)
+        weights = f"{os.path.abspath(checkpoint)} {status.st_size} {status.st_mtime_ns}"
+    return {"warm_start": weights,
+            "records": "sha256:" + _digest(os.path.join(records_dir, "manifest.json")),
+            **{name: config[name] for name in KEY_FIELDS}}
+
+
+def _keep_cache_of(directory, key):
+    """Empties the cache (with one warning) unless `key` made it; then records `key`."""
+    path = os.path.join(probe_dir(directory), KEY_FILE)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            made_by = json.load(stream)
+    except FileNotFoundError:
+        made_by = None
+    except (OSError, ValueError):
+        made_by = "unreadable"
+    if made_by == key:
+        return
+    stale = glob.glob(os.path.join(glob.escape(probe_dir(directory)), "features-*.npz"))
+    if stale:
+        differs = [name for name in key if not isinstance(made_by, dict)
+                   or made_by.get(name) != key[name]]
+        logging.warning("the cached probe features in %s were made with another %s; computing "
+                        "them again", probe_dir(directory), ", ".join(differs))
+        for chunk in stale:
+            os.remove(chunk)
+    atomic.write_text(path, json.dumps(key, indent=1) + "\n")
+
+
+def cache_features(directory, config, records_dir, split, images, restore, checkpoint,
+                   batch_size=64):
     """(features float16 [N, F], labels bool [N, T]) of every image of `split`, computed with
-    the backbone `restore(session)` loads, cached in chunks under `<directory>/probe/`."""
+    the backbone `restore(session)` loads from `checkpoint`, cached in chunks under
+    `<directory>/probe/` (computed again when features_key differs)."""
+    _keep_cache_of(directory, features_key(checkpoint, records_dir, config))
     done = _load_chunks(directory, split)
     computed = sum(len(labels) for _, labels in done)
     if computed < images:

@@ -10,6 +10,8 @@ starting TensorFlow and training dominate the suite's time on 2 cores. For the s
 `run_script` runs a script in a child forked from a process that has imported TensorFlow once
 (tests/forked_scripts.py), and in a fresh interpreter where the start itself is under test.
 """
+import fcntl
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +31,25 @@ TINY_MODEL_FLAGS = ["--depth_multiplier=0.1", "--image_size=75", "--batch_size=8
 # train.py's CPU recipe with the tiny model; the demo (which gives --preset=cpu itself) 3 steps.
 TINY_TRAIN_FLAGS = ["--preset=cpu", *TINY_MODEL_FLAGS]
 DEMO_TRAIN_FLAGS = ["--max_steps=3", *TINY_MODEL_FLAGS]
+
+def pytest_xdist_auto_num_workers(config):
+    """-n auto (pytest.ini): one worker per core the suite may use, at most 4 (each worker holds
+    a zygote with TensorFlow imported: about 1 GB)."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+# The test files that take longest, longest first (measured: docs/tests.md). pytest-xdist hands
+# out whole files in collection order (pytest.ini): started first, they do not leave one worker
+# running a long file at the end while the other waits.
+SLOWEST_FILES = ("test_keep_trained_models.py", "test_distribute.py", "test_recipe.py",
+                 "test_notebook.py", "test_security.py", "test_bad_input.py", "test_evaluate.py",
+                 "test_train.py", "test_image_sizes.py", "test_export.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's order
+
 
 _ZYGOTES = {"tensorflow": Zygote("tensorflow"), "preprocess": Zygote("preprocess")}
 
@@ -98,21 +119,44 @@ def checkpoint_steps(train_dir):
     return [step for step, _ in train_dir_lib.list_checkpoints(train_dir)]
 
 
+def built_once(tmp_path_factory, name, build):
+    """build(folder) -> a JSON-able dict, once per test run. The suite runs in pytest-xdist
+    workers (processes of their own, pytest.ini); a session fixture would be built by each.
+    The first worker builds it under a lock and the others wait and read its result: a wait
+    costs less than building it twice at once on 2 cores. A failed build is not remembered."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return build(tmp_path_factory.mktemp(name))
+    shared = tmp_path_factory.getbasetemp().parent  # one per run, above every worker's
+    result = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not result.exists():
+            result.write_text(json.dumps(build(tmp_path_factory.mktemp(name))))
+        return json.loads(result.read_text())
+
+
+def _completed(result):
+    return {key: getattr(result, key) for key in ("args", "returncode", "stdout", "stderr")}
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """`bash demo.sh` with TINY_* settings in a fresh work dir.
 
     dict: result (CompletedProcess), work_dir, records_dir, train_dir.
     """
-    work_dir = str(tmp_path_factory.mktemp("demo") / "work")
-    env = dict(os.environ, DEMO_WORK_DIR=work_dir, PYTHON=sys.executable,
-               DEMO_PREPROCESS_FLAGS=" ".join(TINY_PREPROCESS_FLAGS),
-               DEMO_TRAIN_FLAGS=" ".join(DEMO_TRAIN_FLAGS))
-    result = check_run(subprocess.run(["bash", os.path.join(REPO, "demo.sh")], cwd=REPO,
-                                      env=env, capture_output=True, text=True, timeout=900))
-    return {"result": result, "work_dir": work_dir,
-            "records_dir": os.path.join(work_dir, "records"),
-            "train_dir": os.path.join(work_dir, "train")}
+    def build(folder):
+        work_dir = str(folder / "work")
+        env = dict(os.environ, DEMO_WORK_DIR=work_dir, PYTHON=sys.executable,
+                   DEMO_PREPROCESS_FLAGS=" ".join(TINY_PREPROCESS_FLAGS),
+                   DEMO_TRAIN_FLAGS=" ".join(DEMO_TRAIN_FLAGS))
+        result = check_run(subprocess.run(["bash", os.path.join(REPO, "demo.sh")], cwd=REPO,
+                                          env=env, capture_output=True, text=True, timeout=900))
+        return {"result": _completed(result), "work_dir": work_dir,
+                "records_dir": os.path.join(work_dir, "records"),
+                "train_dir": os.path.join(work_dir, "train")}
+    built = built_once(tmp_path_factory, "demo", build)
+    return dict(built, result=subprocess.CompletedProcess(**built["result"]))
 
 
 # train.py --preset=cpu as the demo runs it, cut to 60 steps (checkpoints at 30 and 60, a loss
@@ -127,13 +171,15 @@ def learned_sample(tmp_path_factory):
     """The full 600-image sample (preprocess.py --sample: 432 train, 48 val, 120 test images)
     and a model train.py --preset=cpu trained on it from scratch with LEARNED_TRAIN_FLAGS.
     dict: records_dir, train_dir, result (of train.py)."""
-    root = tmp_path_factory.mktemp("learned")
-    records_dir, train_dir = str(root / "records"), str(root / "train")
-    check_run(run_script("preprocess.py", "--sample", f"--sample_dir={root / 'sample'}",
-                         f"--records_dir={records_dir}"))
-    result = check_run(run_script("train.py", *LEARNED_TRAIN_FLAGS,
-                                  f"--records_dir={records_dir}", f"--train_dir={train_dir}"))
-    return {"records_dir": records_dir, "train_dir": train_dir, "result": result}
+    def build(root):
+        records_dir, train_dir = str(root / "records"), str(root / "train")
+        check_run(run_script("preprocess.py", "--sample", f"--sample_dir={root / 'sample'}",
+                             f"--records_dir={records_dir}"))
+        result = check_run(run_script("train.py", *LEARNED_TRAIN_FLAGS,
+                                      f"--records_dir={records_dir}", f"--train_dir={train_dir}"))
+        return {"records_dir": records_dir, "train_dir": train_dir, "result": _completed(result)}
+    built = built_once(tmp_path_factory, "learned", build)
+    return dict(built, result=subprocess.CompletedProcess(**built["result"]))
 
 
 @pytest.fixture(scope="session")

@@ -164,7 +164,7 @@ def test_a_damaged_feature_chunk_is_computed_again(tmp_path, caplog, monkeypatch
 
     def cache():
         return linear_probe.cache_features(str(tmp_path), config, records, "train", 24, restore,
-                                           batch_size=8)
+                                           backbone, batch_size=8)
 
     monkeypatch.setattr(linear_probe, "CHUNK_IMAGES", 8)
     first = cache()

@@ -135,16 +135,53 @@ def test_cached_features_resume_at_the_last_written_chunk(tmp_path, monkeypatch)
         return warm_start.build_restorer(backbone, "")[0]
 
     first = linear_probe.cache_features(str(tmp_path), config, records, "train", 40, restore,
-                                        batch_size=8)
+                                        backbone, batch_size=8)
     chunks = sorted(glob.glob(str(tmp_path / "probe" / "features-train-*.npz")))
     assert len(chunks) == 3 and first[0].shape[0] == 40 and first[0].dtype == np.float16
     stamps = [os.path.getmtime(path) for path in chunks]
     os.remove(chunks[-1])  # the chunk a kill interrupted
     again = linear_probe.cache_features(str(tmp_path), config, records, "train", 40, restore,
-                                        batch_size=8)
+                                        backbone, batch_size=8)
     np.testing.assert_array_equal(again[0], first[0])
     np.testing.assert_array_equal(again[1], first[1])
     assert [os.path.getmtime(path) for path in chunks[:2]] == stamps[:2]
+
+
+def test_cached_features_are_computed_again_when_what_made_them_differs(tmp_path, caplog):
+    # Issue 18 item 4: the cache was reused whatever checkpoint, records or image size the
+    # rerun had. Each change below is seen, named in one warning, and the features recomputed.
+    records, other_records = str(tmp_path / "records"), str(tmp_path / "other_records")
+    write_records(records, {"train": 16, "test": 4})
+    write_records(other_records, {"train": 16, "test": 4}, seed=1)
+    config = {"backbone": "inception_v3", "depth_multiplier": 0.1, "num_tags": 5,
+              "loss": "sigmoid", "image_size": 75}
+    backbone = save_random_backbone(str(tmp_path / "backbone" / "model.ckpt"))
+    other = save_random_backbone(str(tmp_path / "other" / "model.ckpt"))  # another random draw
+
+    def cache(checkpoint, records_dir, **changes):
+        caplog.clear()
+        features = linear_probe.cache_features(
+            str(tmp_path), dict(config, **changes), records_dir, "train", 16,
+            lambda: warm_start.build_restorer(checkpoint, "")[0], checkpoint, batch_size=8)[0]
+        warnings = [record.getMessage() for record in caplog.records
+                    if "cached probe features" in record.getMessage()]
+        return features, warnings
+
+    first, warnings = cache(backbone, records)
+    assert warnings == []
+    chunk = glob.glob(str(tmp_path / "probe" / "features-train-*.npz"))[0]
+    stamp = os.path.getmtime(chunk)
+    again, warnings = cache(backbone, records)  # the same set-up: read back, not recomputed
+    assert warnings == [] and os.path.getmtime(chunk) == stamp
+    np.testing.assert_array_equal(again, first)
+    for checkpoint, records_dir, changes, named in [
+            (other, records, {}, "another warm_start"),
+            (other, other_records, {}, "another records"),
+            (other, other_records, {"image_size": 91}, "another image_size")]:
+        features, warnings = cache(checkpoint, records_dir, **changes)
+        assert len(warnings) == 1 and named in warnings[0], warnings
+        assert not np.array_equal(features, first)
+        first = features
 
 
 def save_random_backbone(path, num_tags=5):
