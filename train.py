@@ -57,10 +57,10 @@ def main(argv):
                   total_steps=total_steps, records_dir=os.path.abspath(records))
     with claim_train_dir(config, vocab, distribution.chief) as write_dir:
         train_dir.remove_partial_checkpoints(write_dir)
-        resumed = resume_point(config, vocab, total_steps, distribution.chief)
+        resumed = resume_point(config, vocab, steps_per_epoch, distribution.chief)
         if resumed is None:
             return
-        latest, start_step = resumed
+        latest, start_step, stage = resumed
         validator = (validation.Validator(config, records, train_counts, FLAGS.train_dir)
                      if images["val"] and distribution.chief else None)
         pretrained, probe_head = None, None
@@ -69,8 +69,8 @@ def main(argv):
                                                            images, distribution)
         # From here on, Ctrl-C and SIGTERM let the step under way finish, save and stop.
         with loop.StopRequest() as stop:
-            run = training.build_run(settings, len(vocab), total_steps, steps_per_epoch,
-                                     start_step, mixed_precision, prior_biases,
+            run = training.build_run(settings, len(vocab), stage, start_step,
+                                     mixed_precision, prior_biases,
                                      resume_from=latest, warm_start_from=pretrained,
                                      head_from=probe_head, distribution=distribution)
             session = tf.Session(distribution.target, graph=run["graph"],
@@ -103,19 +103,45 @@ def describe_speed(mixed_precision, xla, distribution):
             f"{'on' if xla else 'off'}, {distribution.describe()}")
 
 
-def resume_point(config, vocab, total_steps, chief):
-    """(the newest checkpoint or None, its step) to train on from, or None when the train_dir
-    is already trained to `total_steps` (said on stdout). A run that trains records its config;
-    one that trains nothing changes nothing."""
+def resume_point(config, vocab, steps_per_epoch, chief):
+    """(the newest checkpoint or None, its step, the learning-rate stage to train in), or None
+    when the train_dir is already trained to config's total_steps (said on stdout). A run that
+    trains records its config, the schedule's stages included; one that trains nothing changes
+    nothing."""
     latest = train_dir.latest_checkpoint(FLAGS.train_dir)
     start_step = train_dir.checkpoint_step(latest) if latest else 0
+    total_steps = config["total_steps"]
     if start_step >= total_steps:
         print(f"{FLAGS.train_dir} is already trained to step {start_step} (of "
-              f"{total_steps}); raise --max_steps or --num_epochs to train further")
+              f"{total_steps}); raise --max_steps or --num_epochs to train further (a new "
+              "learning-rate stage)")
         return None
+    stages, announcement = optimization.next_stages(
+        recorded_stages(latest), config, start_step, total_steps, steps_per_epoch,
+        FLAGS.new_stage)
+    if announcement:
+        print(announcement)
+    config["schedule"] = stages
     if chief:
         train_dir.record_config(FLAGS.train_dir, config, vocab)
-    return latest, start_step
+    return latest, start_step, stages[-1]
+
+
+def recorded_stages(latest):
+    """The learning-rate stages --train_dir's run has trained in ([] for a new run); a
+    train_config.json of an earlier version, without them, had one stage made from its own
+    settings."""
+    if latest is None:
+        return []
+    old, _ = train_dir.load(FLAGS.train_dir)
+    if "schedule" in old:
+        return old["schedule"]
+    try:
+        steps_per_epoch, _ = optimization.schedule_length(old["batch_size"],
+                                                          old["train_images"], 1)
+        return [optimization.stage(old, 0, old["total_steps"], steps_per_epoch)]
+    except (KeyError, TypeError):  # older still: the flags make the stage, as they did then
+        return []
 
 
 @contextlib.contextmanager

@@ -61,7 +61,7 @@ def run_floor(args):
     import numpy as np
     import tensorflow.compat.v1 as tf
 
-    from nets import distribution, recipe, train_step
+    from nets import distribution, optimization, recipe, train_step
     # The default (gpu) recipe, sized by the bench's arguments.
     settings = recipe.settings("gpu", image_size=args.image_size,
                                depth_multiplier=args.depth_multiplier, batch_size=args.batch_size)
@@ -73,7 +73,8 @@ def run_floor(args):
                  "labels": (rng.uniform(size=(args.batch_size, NUM_TAGS)) < 0.005)
                  .astype(np.float32)}
         model = train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(),
-                                       NUM_TAGS, 1000, 100, mixed_precision=False)
+                                       NUM_TAGS, optimization.stage(settings, 0, 1000, 100),
+                                       mixed_precision=False)
         config = distribution.Distribution("none").session_config()
         with tf.Session(config=config) as session:
             session.run([tf.global_variables_initializer()] + model["initializers"])

@@ -107,6 +107,10 @@ TABLE = (
              "--max_steps is set).", low=0, high=10_000, ends="(]"),
     _setting("max_steps", None, "Training length in steps (overrides --num_epochs).", kind=int,
              low=1, presets={"cpu": 300}),
+    _setting("new_stage", False, "Start a new learning-rate stage at the resumed step (a warm-up "
+             "from the current rate, then its own decay) instead of refusing flags that would "
+             "reshape the run's schedule. Extending a finished run does this by itself.",
+             stored=False),
     # speed
     _setting("mixed_precision", "auto", "float16 compute with float32 variables and dynamic "
              "loss scaling; auto = on when a GPU is visible. 'on' without a GPU emulates "

@@ -30,10 +30,10 @@ def variables_to_train(trainable_scopes=None):
     return chosen
 
 
-def build_steps(settings, dataset, num_tags, total_steps, steps_per_epoch, mixed_precision,
-                strategy=None):
+def build_steps(settings, dataset, num_tags, stage, mixed_precision, strategy=None):
     """The training step of a run's `settings` on `dataset`'s batches (pipeline.train_dataset's
-    dicts of images, draws, labels), under `strategy` (None: the default, one device).
+    dicts of images, draws, labels), under `strategy` (None: the default, one device), at the
+    learning rate of `stage` (nets/optimization.stage).
     Returns dict: train_op, loss, global_step (after the step), learning_rate, summaries, and
     initializers (ops to run once, after the variables' initialization)."""
     batches, initializers = _batches(strategy, dataset)
@@ -50,7 +50,7 @@ def build_steps(settings, dataset, num_tags, total_steps, steps_per_epoch, mixed
 
     def optimizer(_):  # run once, across the replicas (tf.distribute's merge_call)
         built["optimizer"], built["learning_rate"] = optimization.build_optimizer(
-            settings, total_steps, steps_per_epoch, mixed_precision)
+            settings, stage, mixed_precision)
         return built["optimizer"]
 
     def replica_step(batch):

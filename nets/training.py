@@ -12,9 +12,8 @@ from data import pipeline
 from nets import model, optimization, train_dir, train_step, warm_start
 
 
-def build_run(settings, num_tags, total_steps, steps_per_epoch, start_step, mixed_precision,
-              prior_biases, resume_from=None, warm_start_from=None, head_from=None,
-              distribution=None):
+def build_run(settings, num_tags, stage, start_step, mixed_precision, prior_biases,
+              resume_from=None, warm_start_from=None, head_from=None, distribution=None):
     """The whole graph of a training run, finalized. Returns dict: graph, the tensors of
     `train_step.build_steps`, saver (keeps --keep_checkpoints, relative paths in the `checkpoint` file)
     and initialize(session) -> a line saying where the weights came from.
@@ -37,8 +36,8 @@ def build_run(settings, num_tags, total_steps, steps_per_epoch, start_step, mixe
                 num_tags, seed=settings["seed"] + start_step,
                 shuffle_buffer=settings["shuffle_buffer"],
                 min_crop_area=settings["min_crop_area"])
-            run = train_step.build_steps(settings, dataset, num_tags, total_steps,
-                                         steps_per_epoch, mixed_precision, strategy)
+            run = train_step.build_steps(settings, dataset, num_tags, stage, mixed_precision,
+                                         strategy)
             run["saver"] = tf.train.Saver(max_to_keep=settings["keep_checkpoints"],
                                           save_relative_paths=True)
             steps = [tf.global_variables_initializer()] + run.pop("initializers")

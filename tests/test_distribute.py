@@ -127,7 +127,7 @@ def step_comparison(out):
     [h, h], 1 device on h. Prints JSON: differences of the saved variables and of the updates."""
     import tensorflow.compat.v1 as tf
 
-    from nets import distribution, recipe, train_step, training
+    from nets import distribution, optimization, recipe, train_step, training
     tf.disable_eager_execution()
     settings = recipe.settings("cpu", image_size=75, depth_multiplier=0.1, batch_size=8,
                                dropout_keep_prob=1.0, warmup_steps=0, records_dir=out)
@@ -143,8 +143,9 @@ def step_comparison(out):
         with tf.Graph().as_default(), strategy.scope() if strategy else nullcontext():
             tf.set_random_seed(0)
             run = train_step.build_steps(dict(settings, batch_size=len(batch["images"])),
-                                         tf.data.Dataset.from_tensors(batch).repeat(), 5, 100,
-                                         10, False, strategy)
+                                         tf.data.Dataset.from_tensors(batch).repeat(), 5,
+                                         optimization.stage(settings, 0, 100, 10), False,
+                                         strategy)
             saver = tf.train.Saver()
             start = os.path.join(out, "start")
             restore = training.resume_saver(start) if os.path.exists(start + ".index") else None

@@ -135,7 +135,8 @@ def test_a_new_head_starts_at_the_loss_of_the_tag_priors(loss):
         batch = {"images": rng.integers(0, 256, (200, 107, 107, 3), dtype=np.uint8),
                  "draws": rng.uniform(size=(200, 5)).astype(np.float32), "labels": labels}
         run_ops = train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(),
-                                         6, 10, 1, mixed_precision=False)
+                                         6, optimization.stage(settings, 0, 10, 1),
+                                         mixed_precision=False)
         with tf.Session() as session:
             session.run([tf.global_variables_initializer()] + run_ops["initializers"])
             session.run(model.initialize_heads_op("inception_v3", biases))

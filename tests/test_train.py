@@ -19,6 +19,9 @@ from nets import distribution, optimization, recipe, train_step
 from train_records import VOCAB, write_records
 
 EVERY_4_STEPS = ["--save_every_steps=4", "--summary_every_steps=4"]
+# killed_and_resumed's schedule: 0.01 peak, 4 warm-up steps, cosine to 1 % at step 24.
+RESUMED_SCHEDULE = ["--save_every_steps=4", "--learning_rate=0.01", "--warmup_steps=4",
+                    "--learning_rate_decay=cosine", "--max_steps=24"]
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +31,7 @@ def killed_and_resumed(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     records_dir, train_dir = str(root / "records"), str(root / "train")
     write_records(records_dir)
-    settings = [*EVERY_4_STEPS, "--max_steps=24"]
+    settings = [*RESUMED_SCHEDULE, "--summary_every_steps=1"]  # the rate at every step
     first = start_script("train.py", f"--records_dir={records_dir}", f"--train_dir={train_dir}",
                          *TINY_TRAIN_FLAGS, *settings)
     deadline = time.time() + 300
@@ -89,6 +92,66 @@ def test_train_dir_of_another_vocabulary_is_a_clear_error(killed_and_resumed,
     assert checkpoint_steps(train_dir)[-1] == 24
 
 
+def cosine_stage(step, start_step, end_step, start_rate, peak=0.01, warmup=4):
+    """The rate of step `step` (its own, before it): hand-written from the schedule's definition."""
+    k = step - start_step
+    if k < warmup:
+        return start_rate + (peak - start_rate) * (k + 1) / warmup
+    progress = min((k - warmup) / (end_step - start_step - warmup), 1.0)
+    return 0.01 * peak + (peak - 0.01 * peak) * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+def learning_rates(train_dir):
+    """{step: the rate it trained at} from the summaries; a step trained twice (before a kill
+    and after the resume) gives its last value."""
+    return {step: value for step, value in summaries(train_dir, "learning_rate")}
+
+
+def test_the_learning_rate_continues_its_curve_across_a_kill_and_a_new_stage(killed_and_resumed,
+                                                                              tmp_path):
+    # Issue 18 item 2: a resume recomputed the schedule from the flags, and an extended cosine
+    # run jumped from 1 % to ~54 % of its peak in one step, with no warm-up.
+    records_dir, train_dir, _, _ = killed_and_resumed
+    rates = learning_rates(train_dir)
+    assert sorted(rates) == list(range(1, 25))  # a summary at every step (after it)
+    for step in range(1, 25):  # the killed and the resumed run on one curve
+        assert rates[step] == pytest.approx(cosine_stage(step - 1, 0, 24, 0.0), rel=1e-5), step
+    extended = str(tmp_path / "extended")
+    shutil.copytree(train_dir, extended)
+    result = run_train(records_dir, extended, *RESUMED_SCHEDULE[:-1], "--max_steps=36",
+                       "--summary_every_steps=1")
+    assert result.returncode == 0, result.stderr[-2000:]
+    end_rate = cosine_stage(24, 0, 24, 0.0)  # 1 % of the peak
+    assert ("learning-rate stage 2: steps 24->36, warm-up from 0.0001 (the rate reached) to "
+            "0.01 over 4 steps, then cosine") in result.stdout
+    rates = learning_rates(extended)
+    for step in range(25, 37):
+        assert rates[step] == pytest.approx(cosine_stage(step - 1, 24, 36, end_rate),
+                                            rel=1e-5), step
+    assert rates[25] < 0.26 * 0.01  # a quarter of the way up, not a jump to the peak
+    config = json.load(open(os.path.join(extended, "train_config.json")))
+    assert [(s["start_step"], s["end_step"]) for s in config["schedule"]] == [(0, 24), (24, 36)]
+
+
+def test_flags_that_would_reshape_a_resumed_schedule_are_refused(killed_and_resumed, tmp_path):
+    records_dir, trained, _, _ = killed_and_resumed
+    train_dir = str(tmp_path / "train")
+    shutil.copytree(trained, train_dir)
+    for path in glob.glob(os.path.join(train_dir, "model.ckpt-24.*")):
+        os.remove(path)  # killed at step 20 of 24
+    for changed, flag in [("--learning_rate=0.05", "--learning_rate"),
+                          ("--max_steps=30", "--max_steps"), ("--warmup_steps=2", "--warmup")]:
+        result = run_train(records_dir, train_dir, *RESUMED_SCHEDULE, changed)
+        last = result.stderr.strip().splitlines()[-1]
+        assert result.returncode == 2 and last.startswith(f"train.py: error: {flag}"), last
+        assert "--new_stage" in last
+    assert checkpoint_steps(train_dir)[-1] == 20
+    result = run_train(records_dir, train_dir, *RESUMED_SCHEDULE, "--learning_rate=0.005",
+                       "--new_stage")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "learning-rate stage 2: steps 20->24" in result.stdout
+
+
 def test_mixed_precision_graph_trains_on_cpu_with_loss_scaling(monkeypatch):
     # The GPU path (grappler's auto_mixed_precision) cannot run here; its CPU emulation
     # (auto_mixed_precision_cpu) runs the same float16-cast graph and the same loss scaling.
@@ -99,7 +162,8 @@ def test_mixed_precision_graph_trains_on_cpu_with_loss_scaling(monkeypatch):
              "labels": (rng.uniform(size=(4, 5)) > 0.5).astype(np.float32)}
     with tf.Graph().as_default():
         model = train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(), 5,
-                                       100, 10, mixed_precision=True)
+                                       optimization.stage(settings, 0, 100, 10),
+                                       mixed_precision=True)
         scale = [v for v in tf.global_variables()
                  if v.op.name == optimization.LOSS_SCALE_SCOPE + "/current_loss_scale"]
         assert scale
