@@ -257,9 +257,9 @@ def _check_same_backbone(path, config, settings):
     for field in ("backbone", "depth_multiplier"):
         if config.get(field) != settings[field]:
             raise WarmStartError(
-                f"{path} is a {config.get('backbone')} x{config.get('depth_multiplier')} model, "
-                f"this run trains {settings['backbone']} x{settings['depth_multiplier']}: give "
-                f"--{field}={config.get(field)} to warm-start from it (or another --warm_start)")
+                f"{path} holds a {config.get('backbone')} x{config.get('depth_multiplier')} "
+                f"model, this run trains {settings['backbone']} x{settings['depth_multiplier']}: "
+                f"give --{field}={config.get(field)} to warm-start from it")
 
 
 def describe_source(source, vocab):

@@ -147,10 +147,11 @@ def test_cached_features_resume_at_the_last_written_chunk(tmp_path, monkeypatch)
     assert [os.path.getmtime(path) for path in chunks[:2]] == stamps[:2]
 
 
-def save_random_backbone(path, num_tags=5):
-    """A slim InceptionV3 (depth 0.1) at its random initialization, saved as a checkpoint."""
+def save_random_backbone(path, num_tags=5, depth_multiplier=0.1):
+    """A slim InceptionV3 (of `depth_multiplier`) at its random initialization, saved as a
+    checkpoint: a from-scratch backbone to warm-start from."""
     with tf.Graph().as_default():
-        model.build_logits(tf.zeros([1, 75, 75, 3]), num_tags, "inception_v3", 0.1)
+        model.build_logits(tf.zeros([1, 75, 75, 3]), num_tags, "inception_v3", depth_multiplier)
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             tf.train.Saver().save(session, path, write_meta_graph=False)

@@ -1,0 +1,128 @@
+"""Adapting a trained model to other hashtags (issue 19): train.py --warm_start=<a train_dir or a
+model archive> on records of another vocabulary restores the backbone, fits the head to the new
+vocabulary by the linear probe, then fine-tunes.
+
+The trained model is conftest's `learned_sample` (the built-in sample's 37 tags); the new
+records are data/caption_sample.py's captioned posts (22 tags, 9 of them the sample's), split
+into 172 train, 60 val and 60 test photos."""
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from conftest import assert_one_line_error, check_run, checkpoint_steps, run_script
+from data import caption_sample, harrison
+from nets import model, train_dir
+from test_recipe import save_random_backbone, val_lines
+
+# The LP-FT recipe of tests/test_recipe.py, cut to 10 fine-tuning steps: on 172 photos the probe
+# does most of the work, and the kept model is the best on val of the probe and step 10.
+ADAPT_FLAGS = ["--learning_rate=0.002", "--warmup_steps=5", "--max_steps=10",
+               "--save_every_steps=10", "--probe_epochs=40"]
+
+
+def model_flags(config):
+    """train.py flags for the model `config` (a train_config.json) describes."""
+    return ["--preset=cpu", f"--depth_multiplier={config['depth_multiplier']}",
+            f"--image_size={config['image_size']}", f"--batch_size={config['batch_size']}"]
+
+
+@pytest.fixture(scope="module")
+def captions(learned_sample, tmp_path_factory):
+    """The caption sample's records, stored at the learned model's image size."""
+    root = tmp_path_factory.mktemp("adapt")
+    table = caption_sample.ensure_caption_sample(str(root))
+    config, vocab = train_dir.load(learned_sample["train_dir"])
+    records = str(root / "records")
+    check_run(run_script("preprocess.py", f"--table={table}", f"--records_dir={records}",
+                         f"--shorter_side={round(config['image_size'] / 0.875)}",
+                         "--val_size=60", "--test_size=60", "--workers=2"))
+    return {"root": root, "records_dir": records, "flags": model_flags(config), "config": config,
+            "old_vocab": vocab, "vocab": harrison.load_records_vocab(records)}
+
+
+def train(captions, train_dir_path, warm_start, *extra):
+    return check_run(run_script("train.py", *captions["flags"], *ADAPT_FLAGS, *extra,
+                                f"--records_dir={captions['records_dir']}",
+                                f"--train_dir={train_dir_path}", f"--warm_start={warm_start}"))
+
+
+@pytest.fixture(scope="module")
+def adapted(learned_sample, captions):
+    train_dir_path = str(captions["root"] / "adapted")
+    result = train(captions, train_dir_path, learned_sample["train_dir"])
+    return {"train_dir": train_dir_path, "result": result, "val": val_lines(result.stdout)}
+
+
+def restored_count(stdout):
+    """(variables restored, auxiliary-head variables left initialized) of train.py's log."""
+    line = next(line for line in stdout.splitlines() if re.match(r"warm start from .*: restored",
+                                                                 line))
+    aux = re.search(r"and (\d+) of the auxiliary head", line)
+    return int(re.search(r"restored (\d+) variables", line).group(1)), int(aux.group(1) if aux
+                                                                           else 0)
+
+
+def test_the_adapted_model_beats_popularity_and_a_probe_on_a_from_scratch_backbone(
+        learned_sample, captions, adapted):
+    # The log says what was restored (the best val checkpoint, as evaluate.py would use) and
+    # what is new.
+    best_learned = train_dir.best(learned_sample["train_dir"])
+    assert (f"using model.ckpt-{best_learned['step']}, the best checkpoint on the val split"
+            in adapted["result"].stderr)
+    shared = len(set(captions["vocab"]) & set(captions["old_vocab"]))
+    assert 0 < shared < len(captions["vocab"])
+    assert (f"trained on a vocabulary of {len(captions['old_vocab'])} tags; new: the head for "
+            f"the records' {len(captions['vocab'])} tags, {shared} of them also in that "
+            "vocabulary") in adapted["result"].stdout
+    # A probe on a from-scratch backbone: the same run from a randomly initialized one.
+    config = captions["config"]
+    scratch = save_random_backbone(str(captions["root"] / "random" / "model.ckpt"),
+                                   depth_multiplier=config["depth_multiplier"])
+    scratch_run = train(captions, str(captions["root"] / "scratch"), scratch, "--max_steps=1")
+    from_scratch = val_lines(scratch_run.stdout)[0, "linear probe"]
+    best = train_dir.best(adapted["train_dir"])
+    kept = adapted["val"][best["step"], "linear probe" if best["step"] == 0 else "model"]
+    assert kept["map"][0] == pytest.approx(100 * best["value"], abs=0.01)
+    for metric in ("map", "precision@1"):
+        model_value, popularity = kept[metric]
+        assert model_value > popularity + 10, (metric, kept)
+        assert model_value > from_scratch[metric][0] + 5, (metric, kept, from_scratch)
+
+
+def test_a_model_archive_warm_starts_the_same_backbone(learned_sample, captions, adapted):
+    archive = str(captions["root"] / "hashtags.tar.gz")
+    check_run(run_script("export.py", f"--model={learned_sample['train_dir']}",
+                         f"--archive={archive}"))
+    folder = str(captions["root"] / "from_archive")
+    result = train(captions, folder, archive, "--max_steps=1")
+    assert (f"warm start from {archive}: its inception_v3 "
+            f"x{captions['config']['depth_multiplier']} backbone" in result.stdout)
+    # An export holds the inference graph's variables: the auxiliary head, absent, starts at
+    # random; every other variable the train_dir gave is restored, bit for bit.
+    restored, aux = restored_count(result.stdout)
+    assert aux > 0 and restored + aux == restored_count(adapted["result"].stdout)[0]
+    aux_scope = model.aux_scope("inception_v3")
+    from_dir = tf.train.load_checkpoint(os.path.join(adapted["train_dir"], "model.ckpt-0"))
+    from_export = tf.train.load_checkpoint(os.path.join(folder, "model.ckpt-0"))
+    names = [name for name in from_dir.get_variable_to_shape_map()
+             if name.startswith("InceptionV3/") and not name.startswith(aux_scope)]
+    assert len(names) > restored / 2
+    for name in names:
+        np.testing.assert_array_equal(from_dir.get_tensor(name), from_export.get_tensor(name),
+                                      name)
+    assert val_lines(result.stdout)[0, "linear probe"] == adapted["val"][0, "linear probe"]
+
+
+def test_a_model_of_another_depth_is_a_one_line_error(learned_sample, captions, tmp_path):
+    config = captions["config"]
+    other = 0.5 if config["depth_multiplier"] != 0.5 else 0.25
+    result = run_script("train.py", *captions["flags"], f"--depth_multiplier={other}",
+                        f"--records_dir={captions['records_dir']}",
+                        f"--train_dir={tmp_path / 'train'}",
+                        f"--warm_start={learned_sample['train_dir']}")
+    assert_one_line_error(result, "train.py", f"--depth_multiplier={config['depth_multiplier']}",
+                          f"holds a inception_v3 x{config['depth_multiplier']} model")
+    assert not checkpoint_steps(str(tmp_path / "train"))
