@@ -1,4 +1,5 @@
-"""Warm start from a slim checkpoint: a checkpoint file, a folder holding one, or `imagenet`.
+"""Warm start from a slim checkpoint: a checkpoint file, a folder holding one, or `imagenet`; or
+from a trained model of ours, of any vocabulary (`open_source`): a train_dir or an export.
 
 `imagenet` downloads the TF-Slim ImageNet InceptionV3 archive (or the one at --imagenet_url) once
 into a cache folder, with a progress bar. Each URL has its own cache entry (`cache_entry`), and
@@ -53,7 +54,9 @@ def find_checkpoint(path):
     """The checkpoint to read for `path`: a V1 checkpoint file, a V2 prefix (or one of its
     files), or a folder holding exactly one checkpoint (or a `checkpoint` index file)."""
     if os.path.isdir(path):
-        latest = train_dir.latest_checkpoint(path)  # a train_dir of ours: its newest checkpoint
+        # Checkpoints named as ours without their train_config.json: the newest (a whole
+        # train_dir goes through `open_source`, to its best val checkpoint).
+        latest = train_dir.latest_checkpoint(path)
         if latest:
             return latest
         pattern = os.path.join(glob.escape(path), "*")
