@@ -78,7 +78,7 @@ def find_checkpoint(path):
     if os.path.isfile(path):
         return path  # a V1 single-file checkpoint, such as the official inception_v3.ckpt
     raise WarmStartError(f"no checkpoint at {path} (give a checkpoint file or prefix, a folder "
-                         f"holding one, or {IMAGENET!r})")
+                         f"holding one, a train_dir, an export of export.py, or {IMAGENET!r})")
 
 
 def _archive_name(url):

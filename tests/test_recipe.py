@@ -62,7 +62,8 @@ def test_the_probe_beats_popularity_and_the_kept_model_is_at_least_the_probe(lpf
 
 
 def test_the_probe_leaves_the_warm_start_backbone_bit_identical(lpft):
-    warm = tf.train.load_checkpoint(train_dir.latest_checkpoint(lpft["train_dir"]))
+    # A train_dir warm-starts from the checkpoint evaluate.py uses: its best on val.
+    warm = tf.train.load_checkpoint(train_dir.default_checkpoint(lpft["train_dir"])[0])
     probed = tf.train.load_checkpoint(os.path.join(lpft["lpft_dir"], "model.ckpt-0"))
     heads = model.get_backbone("inception_v3").heads
     backbone = [name for name in warm.get_variable_to_shape_map()  # weights and BN statistics
