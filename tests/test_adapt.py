@@ -7,6 +7,7 @@ records are data/caption_sample.py's captioned posts (22 tags, 9 of them the sam
 into 172 train, 60 val and 60 test photos."""
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import tensorflow.compat.v1 as tf
 
 from conftest import assert_one_line_error, check_run, checkpoint_steps, run_script
 from data import caption_sample, harrison
-from nets import model, train_dir
+from nets import model, train_dir, warm_start
 from test_recipe import save_random_backbone, val_lines
 
 # The LP-FT recipe of tests/test_recipe.py, cut to 10 fine-tuning steps: on 172 photos the probe
@@ -126,3 +127,16 @@ def test_a_model_of_another_depth_is_a_one_line_error(learned_sample, captions, 
     assert_one_line_error(result, "train.py", f"--depth_multiplier={config['depth_multiplier']}",
                           f"holds a inception_v3 x{config['depth_multiplier']} model")
     assert not checkpoint_steps(str(tmp_path / "train"))
+
+
+def test_a_train_dir_warm_starts_from_its_best_checkpoint_on_val(learned_sample, captions,
+                                                                  tmp_path):
+    # As evaluate.py and predict.py would use it, not its newest.
+    copy = str(tmp_path / "train")
+    shutil.copytree(learned_sample["train_dir"], copy)
+    steps = checkpoint_steps(copy)
+    assert len(steps) > 1
+    train_dir.record_best(copy, steps[0], "map", 0.5)
+    with warm_start.open_source(copy, captions["config"]) as source:
+        assert source.checkpoint == train_dir.checkpoint_prefix(copy, steps[0])
+        assert source.vocab == captions["old_vocab"]
