@@ -8,12 +8,14 @@ into 172 train, 60 val and 60 test photos."""
 import os
 import re
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import assert_one_line_error, check_run, checkpoint_steps, run_script
+from conftest import (assert_one_line_error, check_run, checkpoint_steps, run_script,
+                      start_script)
 from data import caption_sample, harrison
 from nets import model, train_dir, warm_start
 from test_recipe import save_random_backbone, val_lines
@@ -44,17 +46,35 @@ def captions(learned_sample, tmp_path_factory):
             "old_vocab": vocab, "vocab": harrison.load_records_vocab(records)}
 
 
-def train(captions, train_dir_path, warm_start, *extra):
-    return check_run(run_script("train.py", *captions["flags"], *ADAPT_FLAGS, *extra,
-                                f"--records_dir={captions['records_dir']}",
-                                f"--train_dir={train_dir_path}", f"--warm_start={warm_start}"))
+def train_args(captions, train_dir_path, warm_start, *extra):
+    return ("train.py", *captions["flags"], *ADAPT_FLAGS, *extra,
+            f"--records_dir={captions['records_dir']}", f"--train_dir={train_dir_path}",
+            f"--warm_start={warm_start}")
 
 
 @pytest.fixture(scope="module")
-def adapted(learned_sample, captions):
-    train_dir_path = str(captions["root"] / "adapted")
-    result = train(captions, train_dir_path, learned_sample["train_dir"])
-    return {"train_dir": train_dir_path, "result": result, "val": val_lines(result.stdout)}
+def runs(learned_sample, captions):
+    """{name: {train_dir, result, val}} of train.py adapting the learned model ("adapted"), and,
+    with --max_steps=1 (their probes are what counts), the same run warm-started from a random
+    backbone ("scratch") and from the learned model's archive ("archive"). The three run side by
+    side: most of a short run is building graphs, one core's work."""
+    root = captions["root"]
+    scratch = save_random_backbone(str(root / "random" / "model.ckpt"),
+                                   depth_multiplier=captions["config"]["depth_multiplier"])
+    archive = str(root / "hashtags.tar.gz")
+    check_run(run_script("export.py", f"--model={learned_sample['train_dir']}",
+                         f"--archive={archive}"))
+    background = {name: start_script(*train_args(captions, str(root / name), warm_start,
+                                                 "--max_steps=1"))
+                  for name, warm_start in (("scratch", scratch), ("archive", archive))}
+    finished = {"adapted": run_script(*train_args(captions, str(root / "adapted"),
+                                                  learned_sample["train_dir"]))}
+    for name, child in background.items():
+        stdout, stderr = child.communicate(timeout=600)
+        finished[name] = subprocess.CompletedProcess(name, child.returncode, stdout, stderr)
+    return {name: {"train_dir": str(root / name), "result": check_run(result),
+                   "val": val_lines(result.stdout), "warm_start": archive}
+            for name, result in finished.items()}
 
 
 def restored_count(stdout):
@@ -67,7 +87,8 @@ def restored_count(stdout):
 
 
 def test_the_adapted_model_beats_popularity_and_a_probe_on_a_from_scratch_backbone(
-        learned_sample, captions, adapted):
+        learned_sample, captions, runs):
+    adapted, from_scratch = runs["adapted"], runs["scratch"]["val"][0, "linear probe"]
     # The log says what was restored (the best val checkpoint, as evaluate.py would use) and
     # what is new.
     best_learned = train_dir.best(learned_sample["train_dir"])
@@ -78,28 +99,20 @@ def test_the_adapted_model_beats_popularity_and_a_probe_on_a_from_scratch_backbo
     assert (f"trained on a vocabulary of {len(captions['old_vocab'])} tags; new: the head for "
             f"the records' {len(captions['vocab'])} tags, {shared} of them also in that "
             "vocabulary") in adapted["result"].stdout
-    # A probe on a from-scratch backbone: the same run from a randomly initialized one.
-    config = captions["config"]
-    scratch = save_random_backbone(str(captions["root"] / "random" / "model.ckpt"),
-                                   depth_multiplier=config["depth_multiplier"])
-    scratch_run = train(captions, str(captions["root"] / "scratch"), scratch, "--max_steps=1")
-    from_scratch = val_lines(scratch_run.stdout)[0, "linear probe"]
+    # The kept model (best.json's, which evaluate.py and predict.py use) against the popularity
+    # baseline and a probe on a from-scratch (randomly initialized) backbone, on val.
     best = train_dir.best(adapted["train_dir"])
     kept = adapted["val"][best["step"], "linear probe" if best["step"] == 0 else "model"]
     assert kept["map"][0] == pytest.approx(100 * best["value"], abs=0.01)
     for metric in ("map", "precision@1"):
         model_value, popularity = kept[metric]
         assert model_value > popularity + 10, (metric, kept)
-        assert model_value > from_scratch[metric][0] + 5, (metric, kept, from_scratch)
+        assert model_value > from_scratch[metric][0] + 10, (metric, kept, from_scratch)
 
 
-def test_a_model_archive_warm_starts_the_same_backbone(learned_sample, captions, adapted):
-    archive = str(captions["root"] / "hashtags.tar.gz")
-    check_run(run_script("export.py", f"--model={learned_sample['train_dir']}",
-                         f"--archive={archive}"))
-    folder = str(captions["root"] / "from_archive")
-    result = train(captions, folder, archive, "--max_steps=1")
-    assert (f"warm start from {archive}: its inception_v3 "
+def test_a_model_archive_warm_starts_the_same_backbone(captions, runs):
+    adapted, result = runs["adapted"], runs["archive"]["result"]
+    assert (f"warm start from {runs['archive']['warm_start']}: its inception_v3 "
             f"x{captions['config']['depth_multiplier']} backbone" in result.stdout)
     # An export holds the inference graph's variables: the auxiliary head, absent, starts at
     # random; every other variable the train_dir gave is restored, bit for bit.
@@ -107,14 +120,15 @@ def test_a_model_archive_warm_starts_the_same_backbone(learned_sample, captions,
     assert aux > 0 and restored + aux == restored_count(adapted["result"].stdout)[0]
     aux_scope = model.aux_scope("inception_v3")
     from_dir = tf.train.load_checkpoint(os.path.join(adapted["train_dir"], "model.ckpt-0"))
-    from_export = tf.train.load_checkpoint(os.path.join(folder, "model.ckpt-0"))
+    from_export = tf.train.load_checkpoint(os.path.join(runs["archive"]["train_dir"],
+                                                        "model.ckpt-0"))
     names = [name for name in from_dir.get_variable_to_shape_map()
              if name.startswith("InceptionV3/") and not name.startswith(aux_scope)]
     assert len(names) > restored / 2
     for name in names:
         np.testing.assert_array_equal(from_dir.get_tensor(name), from_export.get_tensor(name),
                                       name)
-    assert val_lines(result.stdout)[0, "linear probe"] == adapted["val"][0, "linear probe"]
+    assert runs["archive"]["val"][0, "linear probe"] == adapted["val"][0, "linear probe"]
 
 
 def test_a_model_of_another_depth_is_a_one_line_error(learned_sample, captions, tmp_path):
