@@ -78,6 +78,7 @@ def main(argv):
                                  config=distribution.session_config(mixed_precision, gpus > 0,
                                                                     settings["xla"]))
             print(run["initialize"](session))
+            sources.close()  # the weights are read: an export's extracted files go now
             print(f"training {settings['backbone']} x{settings['depth_multiplier']} on "
                   f"{images['train']} images, {len(vocab)} tags, {settings['image_size']}px, "
                   f"batch {settings['batch_size']}, steps {start_step}->{total_steps}, "
@@ -139,7 +140,7 @@ def start_from_warm_start(settings, config, vocab, sources, prior_biases, images
                           distribution):
     """(warm_start.Source, the linear probe's head or None) of a new run, having said what the
     warm start brings and what is new. The Source's files (an export's, extracted) stay until
-    the ExitStack `sources` closes: training reads the weights again when it starts."""
+    the ExitStack `sources` closes: training restores the backbone again when it starts."""
     pretrained = sources.enter_context(warm_start.open_source(
         settings["warm_start"], settings, FLAGS.imagenet_url, FLAGS.pretrained_dir))
     adapted = warm_start.describe_source(pretrained, vocab)

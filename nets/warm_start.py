@@ -248,12 +248,12 @@ def open_source(warm_start, settings, url=IMAGENET_URL, cache_dir="work/pretrain
         return
     with contextlib.ExitStack() as stack:
         try:  # only reading the model: errors of the block the caller runs are its own
-            model = stack.enter_context(tagger.model_source(warm_start))
-            _check_same_backbone(warm_start, model.config, settings)
-            checkpoint = tagger.checkpoint_of(model)
+            trained = stack.enter_context(tagger.model_source(warm_start))
+            _check_same_backbone(warm_start, trained.config, settings)
+            checkpoint = tagger.checkpoint_of(trained)
         except (train_dir.TrainDirError, exported.ExportError) as error:
             raise WarmStartError(str(error)) from None
-        yield Source(checkpoint, warm_start, model.config, model.vocab)
+        yield Source(checkpoint, warm_start, trained.config, trained.vocab)
 
 
 def _check_same_backbone(path, config, settings):
