@@ -104,6 +104,8 @@ def checkpoint_of(source):
     """The checkpoint prefix of the weights of `source`, to read outside a tagging graph (a warm
     start): an export's variables are capped at the size of the graph its config describes,
     built here only to be measured."""
+    if source.exported_k is None:  # a train_dir's checkpoint, read where it is
+        return source.weights(None)
     size = int(source.config["image_size"])
     with tf.Graph().as_default():
         model.build_scores(tf.placeholder(tf.float32, [None, size, size, 3]), source.config)

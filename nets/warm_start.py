@@ -224,9 +224,9 @@ def checkpoint_for(warm_start, url=IMAGENET_URL, cache_dir="work/pretrained"):
     return find_checkpoint(warm_start)
 
 
-# What a run warm-starts from: checkpoint (a prefix to restore), name (what the user gave, for
-# the log), and for a model of ours (a train_dir, a checkpoint in one, an export) its config and
-# vocab (else None).
+# What a run warm-starts from: checkpoint (a prefix to restore), name (for the log: a model of
+# ours as the user gave it, else the checkpoint), and for a model of ours (a train_dir, a
+# checkpoint in one, an export) its config and vocab (else None).
 Source = collections.namedtuple("Source", "checkpoint name config vocab")
 
 
@@ -244,7 +244,8 @@ def open_source(warm_start, settings, url=IMAGENET_URL, cache_dir="work/pretrain
     val checkpoint, an export's variables, read as data, in a temporary folder removed when the
     block ends. Its vocabulary may differ from the run's: only the backbone is restored."""
     if warm_start == IMAGENET or not is_trained_model(warm_start):
-        yield Source(checkpoint_for(warm_start, url, cache_dir), warm_start, None, None)
+        checkpoint = checkpoint_for(warm_start, url, cache_dir)
+        yield Source(checkpoint, checkpoint, None, None)  # named by the file it restores
         return
     with contextlib.ExitStack() as stack:
         try:  # only reading the model: errors of the block the caller runs are its own
