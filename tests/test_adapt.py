@@ -46,10 +46,10 @@ def captions(learned_sample, tmp_path_factory):
             "old_vocab": vocab, "vocab": harrison.load_records_vocab(records)}
 
 
-def train_args(captions, train_dir_path, warm_start, *extra):
+def train_args(captions, train_dir_path, start_from, *extra):
     return ("train.py", *captions["flags"], *ADAPT_FLAGS, *extra,
             f"--records_dir={captions['records_dir']}", f"--train_dir={train_dir_path}",
-            f"--warm_start={warm_start}")
+            f"--warm_start={start_from}")
 
 
 @pytest.fixture(scope="module")
