@@ -34,22 +34,28 @@ def model_flags(config):
 
 @pytest.fixture(scope="module")
 def captions(learned_sample, tmp_path_factory):
-    """The caption sample's records, stored at the learned model's image size."""
+    """The caption sample's records, stored at the learned model's image size; and the same
+    without a val split ("records_no_val": a run that needs no validation builds no graph for
+    it)."""
     root = tmp_path_factory.mktemp("adapt")
     table = caption_sample.ensure_caption_sample(str(root))
     config, vocab = train_dir.load(learned_sample["train_dir"])
-    records = str(root / "records")
-    check_run(run_script("preprocess.py", f"--table={table}", f"--records_dir={records}",
-                         f"--shorter_side={round(config['image_size'] / 0.875)}",
-                         "--val_size=60", "--test_size=60", "--workers=2"))
-    return {"root": root, "records_dir": records, "flags": model_flags(config), "config": config,
-            "old_vocab": vocab, "vocab": harrison.load_records_vocab(records)}
+    records = {}
+    for name, val_size in (("records", 60), ("records_no_val", 0)):
+        records[name] = str(root / name)
+        check_run(run_script("preprocess.py", f"--table={table}", f"--records_dir={records[name]}",
+                             f"--shorter_side={round(config['image_size'] / 0.875)}",
+                             f"--val_size={val_size}", "--test_size=60", "--workers=2"))
+    return {"root": root, "records_dir": records["records"], "flags": model_flags(config),
+            "records_no_val": records["records_no_val"], "config": config, "old_vocab": vocab,
+            "vocab": harrison.load_records_vocab(records["records"])}
 
 
-def train_args(captions, train_dir_path, start_from, *extra):
-    return ("train.py", *captions["flags"], *ADAPT_FLAGS, *extra,
-            f"--records_dir={captions['records_dir']}", f"--train_dir={train_dir_path}",
-            f"--warm_start={start_from}")
+def start_train(captions, name, start_from, *extra, records_dir=None):
+    """train.py into <root>/<name>, warm-started from `start_from`, running on in a child."""
+    return start_script("train.py", *captions["flags"], *ADAPT_FLAGS, *extra,
+                        f"--records_dir={records_dir or captions['records_dir']}",
+                        f"--train_dir={captions['root'] / name}", f"--warm_start={start_from}")
 
 
 @pytest.fixture(scope="module")
@@ -58,22 +64,22 @@ def runs(learned_sample, captions):
     the same run, cut to one step of the main head's last layer alone (cheap to build: no
     gradients through the backbone, which stays as restored), warm-started from a random backbone
     ("scratch": its probe is what counts) and from the learned model's archive ("archive", no
-    probe). The three run side by side: most of a short run is building graphs, one core's
-    work."""
+    probe, no val split). They run side by side, the archive's export too: most of a short run
+    is building graphs, one core's work."""
     root = captions["root"]
+    one_step = ["--max_steps=1", f"--trainable_scopes={MAIN_HEAD}"]
+    children = {"adapted": start_train(captions, "adapted", learned_sample["train_dir"])}
     scratch = save_random_backbone(str(root / "random" / "model.ckpt"),
                                    depth_multiplier=captions["config"]["depth_multiplier"])
+    children["scratch"] = start_train(captions, "scratch", scratch, *one_step)
     archive = str(root / "hashtags.tar.gz")
     check_run(run_script("export.py", f"--model={learned_sample['train_dir']}",
                          f"--archive={archive}"))
-    one_step = ["--max_steps=1", f"--trainable_scopes={MAIN_HEAD}"]
-    background = {"scratch": start_script(*train_args(captions, str(root / "scratch"), scratch,
-                                                      *one_step)),
-                  "archive": start_script(*train_args(captions, str(root / "archive"), archive,
-                                                      *one_step, "--probe_epochs=0"))}
-    finished = {"adapted": run_script(*train_args(captions, str(root / "adapted"),
-                                                  learned_sample["train_dir"]))}
-    for name, child in background.items():
+    children["archive"] = start_train(captions, "archive", archive, *one_step,
+                                      "--probe_epochs=0",
+                                      records_dir=captions["records_no_val"])
+    finished = {}
+    for name, child in children.items():
         stdout, stderr = child.communicate(timeout=600)
         finished[name] = subprocess.CompletedProcess(name, child.returncode, stdout, stderr)
     return {name: {"train_dir": str(root / name), "result": check_run(result),
