@@ -5,6 +5,7 @@ vocabulary by the linear probe, then fine-tunes.
 The trained model is conftest's `learned_sample` (the built-in sample's 37 tags); the new
 records are data/caption_sample.py's captioned posts (22 tags, 9 of them the sample's), split
 into 172 train, 60 val and 60 test photos."""
+import os
 import re
 import shutil
 import subprocess
@@ -72,9 +73,9 @@ def runs(learned_sample, captions):
     scratch = save_random_backbone(str(root / "random" / "model.ckpt"),
                                    depth_multiplier=captions["config"]["depth_multiplier"])
     children["scratch"] = start_train(captions, "scratch", scratch, *one_step)
-    archive = str(root / "hashtags.tar.gz")
+    archive, export_dir = str(root / "hashtags.tar.gz"), str(root / "export")
     check_run(run_script("export.py", f"--model={learned_sample['train_dir']}",
-                         f"--archive={archive}"))
+                         f"--archive={archive}", f"--export_dir={export_dir}"))
     children["archive"] = start_train(captions, "archive", archive, *one_step,
                                       "--probe_epochs=0",
                                       records_dir=captions["records_no_val"])
@@ -83,7 +84,8 @@ def runs(learned_sample, captions):
         stdout, stderr = child.communicate(timeout=600)
         finished[name] = subprocess.CompletedProcess(name, child.returncode, stdout, stderr)
     return {name: {"train_dir": str(root / name), "result": check_run(result),
-                   "val": val_lines(result.stdout), "warm_start": archive}
+                   "val": val_lines(result.stdout), "warm_start": archive,
+                   "export_dir": export_dir}
             for name, result in finished.items()}
 
 
@@ -164,3 +166,18 @@ def test_a_train_dir_warm_starts_from_its_best_checkpoint_on_val(learned_sample,
     with warm_start.open_source(copy, captions["config"]) as source:
         assert source.checkpoint == train_dir.checkpoint_prefix(copy, steps[0])
         assert source.vocab == captions["old_vocab"]
+
+
+def test_an_export_folder_is_read_as_its_archive(learned_sample, captions, runs):
+    # export.py's SavedModel folder: its variables, where they are, and its vocabulary.
+    export_dir = runs["archive"]["export_dir"]
+    with warm_start.open_source(export_dir, captions["config"]) as source:
+        assert source.checkpoint == os.path.join(export_dir, "variables", "variables")
+        assert source.vocab == captions["old_vocab"]
+        assert warm_start.describe_source(source, captions["vocab"]).startswith(
+            f"warm start from {export_dir}: its inception_v3")
+        exported = tf.train.load_checkpoint(source.checkpoint)
+        trained = tf.train.load_checkpoint(
+            train_dir.default_checkpoint(learned_sample["train_dir"])[0])
+        for name in exported.get_variable_to_shape_map():
+            np.testing.assert_array_equal(exported.get_tensor(name), trained.get_tensor(name))
