@@ -181,3 +181,15 @@ def test_an_export_folder_is_read_as_its_archive(learned_sample, captions, runs)
             train_dir.default_checkpoint(learned_sample["train_dir"])[0])
         for name in exported.get_variable_to_shape_map():
             np.testing.assert_array_equal(exported.get_tensor(name), trained.get_tensor(name))
+
+
+def test_the_adapted_train_dir_is_the_records_own(learned_sample, captions, runs):
+    # Its vocabulary is the records', not the warm start's: the same command finds it trained
+    # (the resume checks pass) and reads no warm start again.
+    adapted = runs["adapted"]["train_dir"]
+    config, vocab = train_dir.load(adapted)
+    assert vocab == captions["vocab"] and config["warm_start"] == learned_sample["train_dir"]
+    again = start_train(captions, "adapted", learned_sample["train_dir"])
+    stdout, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr[-3000:]
+    assert f"{adapted} is already trained to step 10" in stdout and "warm start" not in stdout
