@@ -55,7 +55,8 @@ def main(argv):
     distribution.check_batch(settings["batch_size"])
     config = dict(settings, num_tags=len(vocab), train_images=images["train"],
                   total_steps=total_steps, records_dir=os.path.abspath(records))
-    with claim_train_dir(config, vocab, distribution.chief) as write_dir:
+    with claim_train_dir(config, vocab, distribution.chief) as write_dir, \
+            contextlib.ExitStack() as sources:
         train_dir.remove_partial_checkpoints(write_dir)
         resumed = resume_point(config, vocab, steps_per_epoch, distribution.chief)
         if resumed is None:
@@ -65,8 +66,8 @@ def main(argv):
                      if images["val"] and distribution.chief else None)
         pretrained, probe_head = None, None
         if latest is None and settings["warm_start"]:  # a new run: stage 1 first
-            pretrained, probe_head = start_from_warm_start(settings, config, prior_biases,
-                                                           images, distribution)
+            pretrained, probe_head = start_from_warm_start(settings, config, vocab, sources,
+                                                           prior_biases, images, distribution)
         # From here on, Ctrl-C and SIGTERM let the step under way finish, save and stop.
         with loop.StopRequest() as stop:
             run = training.build_run(settings, len(vocab), stage, start_step,
@@ -77,6 +78,7 @@ def main(argv):
                                  config=distribution.session_config(mixed_precision, gpus > 0,
                                                                     settings["xla"]))
             print(run["initialize"](session))
+            sources.close()  # the weights are read: an export's extracted files go now
             print(f"training {settings['backbone']} x{settings['depth_multiplier']} on "
                   f"{images['train']} images, {len(vocab)} tags, {settings['image_size']}px, "
                   f"batch {settings['batch_size']}, steps {start_step}->{total_steps}, "
@@ -160,14 +162,20 @@ def claim_train_dir(config, vocab, chief=True):
         yield folder
 
 
-def start_from_warm_start(settings, config, prior_biases, images, distribution):
-    """(warm-start checkpoint, the linear probe's head or None) of a new run."""
-    pretrained = warm_start.checkpoint_for(settings["warm_start"], FLAGS.imagenet_url,
-                                           FLAGS.pretrained_dir)
+def start_from_warm_start(settings, config, vocab, sources, prior_biases, images,
+                          distribution):
+    """(warm_start.Source, the linear probe's head or None) of a new run, having said what the
+    warm start brings and what is new. The Source's files (an export's, extracted) stay until
+    the ExitStack `sources` closes: training restores the backbone again when it starts."""
+    pretrained = sources.enter_context(warm_start.open_source(
+        settings["warm_start"], settings, FLAGS.imagenet_url, FLAGS.pretrained_dir))
+    adapted = warm_start.describe_source(pretrained, vocab)
+    if adapted:
+        print(adapted)
     if not settings["probe_epochs"]:
         return pretrained, None
-    return pretrained, run_linear_probe(settings, config, pretrained, prior_biases, images,
-                                        distribution)
+    return pretrained, run_linear_probe(settings, config, pretrained.checkpoint, prior_biases,
+                                        images, distribution)
 
 
 def run_linear_probe(settings, config, pretrained, prior_biases, images, distribution):

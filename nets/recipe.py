@@ -66,8 +66,11 @@ TABLE = (
              high=1, ends="(]"),
     # warm start
     _setting("warm_start", None, "Initial weights (only when --train_dir has no checkpoint of "
-             "its own): a slim checkpoint file or prefix, a folder holding one, or 'imagenet' "
-             "(download the TF-Slim ImageNet InceptionV3). Unset: train from scratch.", kind=str),
+             "its own): 'imagenet' (download the TF-Slim ImageNet InceptionV3), a slim "
+             "checkpoint file or prefix, a folder holding one, or a trained model of ours (a "
+             "train_dir: its best val checkpoint; an export.py folder or .tar.gz archive), "
+             "whose vocabulary may differ: its backbone is restored, the head fitted to the "
+             "records' tags. Unset: train from scratch.", kind=str),
     _setting("checkpoint_exclude_scopes", None, "Comma-separated variable scopes NOT restored "
              "by the warm start (empty: restore everything). Default: the backbone's tag heads' "
              "last layers (InceptionV3/Logits/Conv2d_1c_1x1,InceptionV3/AuxLogits/Conv2d_2b_1x1): "

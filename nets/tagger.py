@@ -100,6 +100,18 @@ def model_source(model_path):
     yield Source(lambda variables: checkpoint, directory, config, vocab, checkpoint, None)
 
 
+def checkpoint_of(source):
+    """The checkpoint prefix of the weights of `source`, to read outside a tagging graph (a warm
+    start): an export's variables are capped at the size of the graph its config describes,
+    built here only to be measured."""
+    if source.exported_k is None:  # a train_dir's checkpoint, read where it is
+        return source.weights(None)
+    size = int(source.config["image_size"])
+    with tf.Graph().as_default():
+        model.build_scores(tf.placeholder(tf.float32, [None, size, size, 3]), source.config)
+        return source.weights(tf.global_variables())
+
+
 def _restore(session, source, config):
     """Restores the weights of `source` (train_dir.restore_model: checked to fit first); a
     failure names the model the user gave, not an export's temporary files."""

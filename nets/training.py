@@ -22,9 +22,10 @@ def build_run(settings, num_tags, stage, start_step, mixed_precision, prior_bias
     checkpoints are the same either way (slim's variable names, written once), so a run
     resumes on any number of replicas.
 
-    A new run (not `resume_from`) takes the backbone from `warm_start_from` (or random), the
-    main head from `head_from` (a linear probe's checkpoint) when given, and starts every head
-    not restored at zero weights and `prior_biases`."""
+    A new run (not `resume_from`) takes the backbone from `warm_start_from` (a
+    warm_start.Source; None: random), the main head from `head_from` (a linear probe's
+    checkpoint) when given, and starts every head not restored at zero weights and
+    `prior_biases`."""
     graph = tf.Graph()
     with graph.as_default():
         strategy = distribution.strategy if distribution else None
@@ -67,15 +68,16 @@ def _warm_start_steps(settings, warm_start_from, head_from, prior_biases, steps)
     restored, messages = set(), []
     if warm_start_from:
         restore, report = warm_start.build_restorer(
-            warm_start_from, settings["checkpoint_exclude_scopes"],
+            warm_start_from.checkpoint, settings["checkpoint_exclude_scopes"],
             optional_scopes=model.aux_scope(settings["backbone"]))
         steps.append(restore)
         restored |= report["names"]
-        messages.append(f"warm start from {report['checkpoint']}: restored {report['restored']} "
+        messages.append(f"warm start from {warm_start_from.name}: restored {report['restored']} "
                         f"variables, left {report['excluded']} under "
                         f"{settings['checkpoint_exclude_scopes'] or '(nothing)'} initialized"
                         + (f", and {report['initialized']} of the auxiliary head the checkpoint "
-                           "lacks at this image size" if report["initialized"] else ""))
+                           "lacks (or has at another image size)" if report["initialized"]
+                           else ""))
     else:
         logging.warning("no --warm_start: training from scratch (random initialization); "
                         "--warm_start=imagenet fine-tunes the ImageNet InceptionV3")

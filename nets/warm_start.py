@@ -1,4 +1,5 @@
-"""Warm start from a slim checkpoint: a checkpoint file, a folder holding one, or `imagenet`.
+"""Warm start from a slim checkpoint: a checkpoint file, a folder holding one, or `imagenet`; or
+from a trained model of ours, of any vocabulary (`open_source`): a train_dir or an export.
 
 `imagenet` downloads the TF-Slim ImageNet InceptionV3 archive (or the one at --imagenet_url) once
 into a cache folder, with a progress bar. Each URL has its own cache entry (`cache_entry`), and
@@ -15,6 +16,7 @@ checkpoint formats are accepted: the V1 single file of the official 2016 archive
 Every model variable outside the excluded scopes must be in the checkpoint with the same shape;
 anything else is a WarmStartError naming the variables, never a half-restored model.
 """
+import collections
 import contextlib
 import glob
 import hashlib
@@ -33,7 +35,7 @@ from tqdm import tqdm
 
 import cli
 from data import atomic, safe_archive
-from nets import model, train_dir
+from nets import exported, model, tagger, train_dir
 
 IMAGENET = "imagenet"
 IMAGENET_URL = "http://download.tensorflow.org/models/inception_v3_2016_08_28.tar.gz"
@@ -52,7 +54,9 @@ def find_checkpoint(path):
     """The checkpoint to read for `path`: a V1 checkpoint file, a V2 prefix (or one of its
     files), or a folder holding exactly one checkpoint (or a `checkpoint` index file)."""
     if os.path.isdir(path):
-        latest = train_dir.latest_checkpoint(path)  # a train_dir of ours: its newest checkpoint
+        # Checkpoints named as ours without their train_config.json: the newest (a whole
+        # train_dir goes through `open_source`, to its best val checkpoint).
+        latest = train_dir.latest_checkpoint(path)
         if latest:
             return latest
         pattern = os.path.join(glob.escape(path), "*")
@@ -74,7 +78,7 @@ def find_checkpoint(path):
     if os.path.isfile(path):
         return path  # a V1 single-file checkpoint, such as the official inception_v3.ckpt
     raise WarmStartError(f"no checkpoint at {path} (give a checkpoint file or prefix, a folder "
-                         f"holding one, or {IMAGENET!r})")
+                         f"holding one, a train_dir, an export of export.py, or {IMAGENET!r})")
 
 
 def _archive_name(url):
@@ -218,6 +222,60 @@ def checkpoint_for(warm_start, url=IMAGENET_URL, cache_dir="work/pretrained"):
     if warm_start == IMAGENET:
         return download_imagenet(url, cache_dir)
     return find_checkpoint(warm_start)
+
+
+# What a run warm-starts from: checkpoint (a prefix to restore), name (for the log: a model of
+# ours as the user gave it, else the checkpoint), and for a model of ours (a train_dir, a
+# checkpoint in one, an export) its config and vocab (else None).
+Source = collections.namedtuple("Source", "checkpoint name config vocab")
+
+
+def is_trained_model(path):
+    """Whether `path` is a model of this project: a train_dir (or a checkpoint in one), an
+    export folder or archive; they carry their config and vocabulary."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    return tagger.is_export(path) or os.path.isfile(os.path.join(folder, train_dir.CONFIG_FILE))
+
+
+@contextlib.contextmanager
+def open_source(warm_start, settings, url=IMAGENET_URL, cache_dir="work/pretrained"):
+    """The Source of a --warm_start value, checked to fit the run's `settings`. A model of ours
+    is read as evaluate.py and predict.py read it (nets/tagger.model_source): a train_dir's best
+    val checkpoint, an export's variables, read as data, in a temporary folder removed when the
+    block ends. Its vocabulary may differ from the run's: only the backbone is restored."""
+    if warm_start == IMAGENET or not is_trained_model(warm_start):
+        checkpoint = checkpoint_for(warm_start, url, cache_dir)
+        yield Source(checkpoint, checkpoint, None, None)  # named by the file it restores
+        return
+    with contextlib.ExitStack() as stack:
+        try:  # only reading the model: errors of the block the caller runs are its own
+            trained = stack.enter_context(tagger.model_source(warm_start))
+            _check_same_backbone(warm_start, trained.config, settings)
+            checkpoint = tagger.checkpoint_of(trained)
+        except (train_dir.TrainDirError, exported.ExportError) as error:
+            raise WarmStartError(str(error)) from None
+        yield Source(checkpoint, warm_start, trained.config, trained.vocab)
+
+
+def _check_same_backbone(path, config, settings):
+    for field in ("backbone", "depth_multiplier"):
+        if config.get(field) != settings[field]:
+            raise WarmStartError(
+                f"{path} holds a {config.get('backbone')} x{config.get('depth_multiplier')} "
+                f"model, this run trains {settings['backbone']} x{settings['depth_multiplier']}: "
+                f"give --{field}={config.get(field)} to warm-start from it")
+
+
+def describe_source(source, vocab):
+    """The log line of what a warm start from a model of ours brings and what is new: its
+    backbone is restored, the head for the records' `vocab` is fitted anew."""
+    if source.vocab is None:
+        return None
+    shared = len(set(source.vocab) & set(vocab))
+    return (f"warm start from {source.name}: its {source.config['backbone']} "
+            f"x{source.config['depth_multiplier']} backbone, trained on a vocabulary of "
+            f"{len(source.vocab)} tags; new: the head for the records' {len(vocab)} tags, "
+            f"{shared} of them also in that vocabulary")
 
 
 def default_exclude_scopes(backbone):

@@ -62,7 +62,8 @@ def test_the_probe_beats_popularity_and_the_kept_model_is_at_least_the_probe(lpf
 
 
 def test_the_probe_leaves_the_warm_start_backbone_bit_identical(lpft):
-    warm = tf.train.load_checkpoint(train_dir.latest_checkpoint(lpft["train_dir"]))
+    # A train_dir warm-starts from the checkpoint evaluate.py uses: its best on val.
+    warm = tf.train.load_checkpoint(train_dir.default_checkpoint(lpft["train_dir"])[0])
     probed = tf.train.load_checkpoint(os.path.join(lpft["lpft_dir"], "model.ckpt-0"))
     heads = model.get_backbone("inception_v3").heads
     backbone = [name for name in warm.get_variable_to_shape_map()  # weights and BN statistics
@@ -184,10 +185,11 @@ def test_cached_features_are_computed_again_when_what_made_them_differs(tmp_path
         first = features
 
 
-def save_random_backbone(path, num_tags=5):
-    """A slim InceptionV3 (depth 0.1) at its random initialization, saved as a checkpoint."""
+def save_random_backbone(path, num_tags=5, depth_multiplier=0.1):
+    """A slim InceptionV3 (of `depth_multiplier`) at its random initialization, saved as a
+    checkpoint: a from-scratch backbone to warm-start from."""
     with tf.Graph().as_default():
-        model.build_logits(tf.zeros([1, 75, 75, 3]), num_tags, "inception_v3", 0.1)
+        model.build_logits(tf.zeros([1, 75, 75, 3]), num_tags, "inception_v3", depth_multiplier)
         with tf.Session() as session:
             session.run(tf.global_variables_initializer())
             tf.train.Saver().save(session, path, write_meta_graph=False)
