@@ -14,6 +14,7 @@ server listens on 127.0.0.1 (this machine only) unless --host says otherwise. Ct
 from absl import flags
 
 import cli
+from nets import variants
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "work/train",
@@ -27,6 +28,7 @@ flags.DEFINE_integer("port", None, "The port to listen on (default: the first fr
                      "7860).", lower_bound=1, upper_bound=65535)
 flags.DEFINE_bool("share", False, "Also make a public https://*.gradio.live link to the page "
                   "(Gradio's share servers; it lasts 72 hours at most).")
+variants.define_flags()
 
 
 def main(argv):
@@ -38,7 +40,7 @@ def main(argv):
     except ImportError as error:
         raise cli.UserError(f"the page needs Gradio ({error}): pip install -r "
                             "requirements-app.txt") from None
-    page.serve(FLAGS.model, FLAGS.host, FLAGS.port, FLAGS.share)
+    page.serve(FLAGS.model, FLAGS.host, FLAGS.port, FLAGS.share, override=variants.from_flags)
 
 
 if __name__ == "__main__":

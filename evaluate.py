@@ -16,7 +16,7 @@ from absl import flags
 import cli
 from data import harrison, pipeline
 from evaluation import metrics, report, scoring
-from nets import train_dir
+from nets import train_dir, variants
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "work/train",
@@ -36,6 +36,7 @@ flags.DEFINE_bool("all_checkpoints", False,
 flags.DEFINE_integer("contact_sheet_images", 12, "Test images shown in contact_sheet.png "
                      "(the first ones of the split; 0 skips the sheet).", lower_bound=0,
                      upper_bound=1000)
+variants.define_flags()
 cli.deprecated_alias("checkpoint_path", "model")
 cli.deprecated_alias("top_k", "at_k")
 
@@ -75,17 +76,21 @@ def write_outputs(directory, document, scored, vocab, title):
     report.write_metrics_json(metrics_path, document)
 
 
-def evaluate_checkpoint(scorer, checkpoint, train_counts, vocab, at_k, directory, sheet_images):
-    """Scores the split with one checkpoint, prints the table, writes the files; the metrics."""
+def evaluate_checkpoint(scorer, checkpoint, variant, train_counts, vocab, at_k, directory,
+                        sheet_images):
+    """Scores the split with one checkpoint in its test-time `variant` (`scorer` is built for
+    it), prints the table, writes the files; the metrics."""
     step = train_dir.checkpoint_step(checkpoint)
-    scored = scorer.score(checkpoint, keep_images=sheet_images)
+    scored = scorer.score(checkpoint, keep_images=sheet_images,
+                          averaged=variant.weights == "averaged")
     model, popularity = scoring.evaluate_scored(scored, train_counts, at_k)
     document = report.metrics_document(checkpoint, step, scorer.split, len(scored["paths"]),
-                                       model, popularity)
+                                       model, popularity, variants.to_record(variant))
     write_outputs(directory, document, scored, vocab,
                   f"{os.path.basename(checkpoint)} on {scorer.split}: predicted vs user tags "
                   "(hits in green)")
-    print(f"\n{checkpoint} (step {step}), {scorer.split} split, {len(scored['paths'])} images:")
+    print(f"\n{checkpoint} (step {step}), {scorer.split} split, {len(scored['paths'])} images, "
+          f"{variants.describe(variant)}:")
     untagged = len(scored["paths"]) - metrics.images_with_tags(scored["labels"])
     if untagged:
         print(f"({untagged} images without any tag of the vocabulary are left out of the "
@@ -117,16 +122,27 @@ def main(argv):
     for path in by_step if FLAGS.all_checkpoints else []:
         if os.path.exists(path):
             os.remove(path)  # rewritten at the end from this run's checkpoints only
-    scorer = scoring.Scorer(config, records_dir, FLAGS.split, FLAGS.batch_size)
+    scorers = {}  # by the input size and mirroring of the checkpoints' variants
     try:
         documents = []
         for checkpoint in checkpoints:
+            variant, why = variants.chosen(model_dir, checkpoint, config)
+            variant = variants.from_flags(variant)
+            if variants.overridden():
+                why = "as the flags ask"
+            print(f"{os.path.basename(checkpoint)}: {variants.describe(variant)}, {why}")
+            key = (variant.image_size, variant.mirror)
+            if key not in scorers:
+                scorers[key] = scoring.Scorer(variants.scoring_config(config, variant),
+                                              records_dir, FLAGS.split, FLAGS.batch_size)
             directory = (os.path.join(eval_dir, f"step-{train_dir.checkpoint_step(checkpoint)}")
                          if FLAGS.all_checkpoints else eval_dir)
-            documents.append(evaluate_checkpoint(scorer, checkpoint, train_counts, vocab, at_k,
-                                                 directory, FLAGS.contact_sheet_images))
+            documents.append(evaluate_checkpoint(scorers[key], checkpoint, variant,
+                                                 train_counts, vocab, at_k, directory,
+                                                 FLAGS.contact_sheet_images))
     finally:
-        scorer.close()
+        for scorer in scorers.values():
+            scorer.close()
     if FLAGS.all_checkpoints:
         report.write_metrics_by_step_csv(by_step[0], documents)
         report.plot_metrics_by_step(by_step[1], documents, f"{model_dir} on {FLAGS.split}")

@@ -30,7 +30,7 @@ the graph built here (docs/security.md).
 from absl import flags
 
 import cli
-from nets import tagger
+from nets import tagger, variants
 
 FLAGS = flags.FLAGS
 DEFAULT_EXPORT_DIR = "work/export"
@@ -51,6 +51,7 @@ flags.DEFINE_bool("overwrite", False, "Replace an existing SavedModel in --expor
                   "existing --archive.")
 flags.register_validator("archive", lambda value: value is None or tagger.is_archive_name(value),
                          "--archive must name a .tar.gz or .tgz file")
+variants.define_flags()
 cli.deprecated_alias("checkpoint_path", "model")
 
 
@@ -59,11 +60,13 @@ def main(argv):
         raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     export_dir = FLAGS.export_dir if (FLAGS["export_dir"].present or not FLAGS.archive) else None
     summary = tagger.export_saved_model(FLAGS.model, export_dir, FLAGS.top_k,
-                                        overwrite=FLAGS.overwrite, archive=FLAGS.archive)
+                                        overwrite=FLAGS.overwrite, archive=FLAGS.archive,
+                                        override=variants.from_flags)
     written = " and ".join(path for path in (summary["export_dir"], summary["archive"]) if path)
     print(f"exported {summary['checkpoint']} to {written}: signature "
           f"'{tagger.SIGNATURE_NAME}', input 'images' (encoded JPEG/PNG bytes [None]), outputs "
-          f"'tags' and 'scores' [None, {summary['top_k']}] over {summary['num_tags']} tags")
+          f"'tags' and 'scores' [None, {summary['top_k']}] over {summary['num_tags']} tags; "
+          f"{variants.describe(summary['variant'])}")
 
 
 if __name__ == "__main__":

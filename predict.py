@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 import cli
 from data import image_files
-from nets import photos
+from nets import photos, variants
 from nets import tagger as tagger_lib
 
 FLAGS = flags.FLAGS
@@ -54,7 +54,9 @@ flags.DEFINE_bool("recursive", False, "For folder arguments, also tag the images
                   "subfolders.")
 flags.register_validator("threshold", lambda value: value is None or 0.0 <= value <= 1.0,
                          "--threshold must be a score between 0 and 1")
+variants.define_flags()
 cli.deprecated_alias("checkpoint_path", "model")
+
 
 class Output:
     """Writes one image's result to stdout in --format, streaming (nothing held back)."""
@@ -104,7 +106,8 @@ def main(argv):
     if not arguments:
         raise cli.UserError("give image files or folders to tag, e.g. predict.py photo.jpg "
                             "photos/")
-    tagger = tagger_lib.open_tagger(FLAGS.model, top_k=FLAGS.top_k)
+    tagger = tagger_lib.open_tagger(FLAGS.model, top_k=FLAGS.top_k,
+                                    override=variants.from_flags)
     entries = image_files.expand(arguments, FLAGS.recursive)
     output = Output(FLAGS.format)
     failed = 0
@@ -112,8 +115,7 @@ def main(argv):
     # error lines are written around it.
     progress = tqdm(total=len(entries), unit="img", desc="predict", file=sys.stderr,
                     dynamic_ncols=True, disable=None if len(entries) > FLAGS.batch_size else True)
-    for batch in photos.batches(entries, int(tagger.config["image_size"]),
-                                FLAGS.batch_size):
+    for batch in photos.batches(entries, tagger.image_size, FLAGS.batch_size):
         failed += write_batch(tagger, batch, output, progress)
     progress.close()
     tagger.close()

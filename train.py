@@ -43,12 +43,10 @@ def main(argv):
     if len(argv) > 1:
         raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
     settings = read_settings()
-    records = settings["records_dir"]
-    vocab, images, train_counts = read_records(records)
+    vocab, images, train_counts = read_records(records := settings["records_dir"])
     prior_biases = model.prior_biases(train_counts, images["train"], settings["loss"])
     tf.disable_eager_execution()
-    steps_per_epoch, total_steps = optimization.schedule_length(
-        settings["batch_size"], images["train"], settings["max_steps"], settings["num_epochs"])
+    steps_per_epoch, total_steps = schedule(settings, images["train"])
     gpus = len(tf.config.list_physical_devices("GPU"))
     mixed_precision = {"auto": gpus > 0, "on": True, "off": False}[settings["mixed_precision"]]
     distribution = distributing.Distribution(FLAGS.distribute, FLAGS.devices, gpus)
@@ -86,9 +84,21 @@ def main(argv):
             train_loop(run, session, settings, start_step, total_steps, stop, validator,
                        write_dir, distribution, probe_done=probe_head is not None)
         if validator:
+            if FLAGS.choose_variant and not stop.requested:
+                validator.choose_variant()
             validator.close()
     if stop.requested:
         sys.exit(130)
+
+
+def schedule(settings, train_images):
+    """(steps per epoch, total steps) of the run; the settings' moving-average decay resolved
+    for its length."""
+    steps_per_epoch, total_steps = optimization.schedule_length(
+        settings["batch_size"], train_images, settings["max_steps"], settings["num_epochs"])
+    settings["moving_average_decay"] = optimization.moving_average_decay(
+        settings["moving_average_decay"], total_steps)
+    return steps_per_epoch, total_steps
 
 
 def read_records(records):

@@ -37,13 +37,16 @@ def _json_number(value):
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def metrics_document(checkpoint, global_step, split, num_images, model, popularity):
-    """The metrics.json content: model and popularity hold the same metric keys, as fractions."""
+def metrics_document(checkpoint, global_step, split, num_images, model, popularity,
+                     variant=None):
+    """The metrics.json content: model and popularity hold the same metric keys, as fractions;
+    variant: the test-time variant scored (nets/variants.to_record)."""
     return {
         "checkpoint": checkpoint,
         "global_step": int(global_step),
         "split": split,
         "num_images": int(num_images),
+        "variant": variant,
         "model": {key: _json_number(value) for key, value in model.items()},
         "popularity": {key: _json_number(value) for key, value in popularity.items()},
     }

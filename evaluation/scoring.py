@@ -15,7 +15,7 @@ from tqdm import tqdm
 import cli
 from data import harrison, pipeline
 from evaluation import metrics
-from nets import model, train_dir
+from nets import model, restoring, train_dir
 
 class EvaluationError(cli.UserError):
     """Something the user must fix before evaluating."""
@@ -62,7 +62,10 @@ def check_unseen(records_dir, split, config):
 
 
 class Scorer:
-    """The inference graph of one train_dir's model over one split of the records."""
+    """The inference graph of one train_dir's model over one split of the records, built for
+    `config` (train_config.json) at its image size, or for a test-time variant's scoring config
+    (nets/variants.scoring_config: its size; with "mirror", the scores averaged with the mirror
+    images' and, as "plain_scores", the images' own, from the same run)."""
 
     def __init__(self, config, records_dir, split, batch_size):
         self.config = config
@@ -74,22 +77,29 @@ class Scorer:
                                             batch_size, int(config["num_tags"]))
             self.iterator = tf.data.make_initializable_iterator(dataset)
             batch = self.iterator.get_next()
-            self.fetches = {"scores": model.build_scores(batch["images"], config),
-                            "labels": batch["labels"], "path": batch["path"]}
-            self.saver = tf.train.Saver()
+            self.fetches = {"labels": batch["labels"], "path": batch["path"]}
+            if config.get("mirror"):
+                self.fetches["plain_scores"], self.fetches["scores"] = model.mirrored_scores(
+                    batch["images"], config)
+            else:
+                self.fetches["scores"] = model.build_scores(batch["images"], config)
+            self.savers = {False: tf.train.Saver()}  # by averaged: built once each
             # The model inputs are fetched only for the batches the contact sheet shows.
             self.fetches_with_images = dict(self.fetches, images=batch["images"])
         self.session = tf.Session(graph=self.graph)
 
-    def score(self, checkpoint, keep_images=0):
-        """Scores every image of the split with `checkpoint`.
+    def score(self, checkpoint, keep_images=0, averaged=False):
+        """Scores every image of the split with `checkpoint` (with `averaged`, the moving
+        averages of its weights).
 
-        Returns dict: scores float32 [N, T], labels bool [N, T], paths [N] (str) and images
-        (the first `keep_images` model inputs, for the contact sheet).
+        Returns dict: scores float32 [N, T] (and plain_scores, with a mirroring config), labels
+        bool [N, T], paths [N] (str) and images (the first `keep_images` model inputs, for the
+        contact sheet).
         """
-        train_dir.restore_model(self.session, checkpoint, self.config, self.saver)
+        self.savers[averaged] = restoring.restore_model(
+            self.session, checkpoint, self.config, self.savers.get(averaged), averaged)
         self.session.run(self.iterator.initializer)
-        scores, labels, paths, images = [], [], [], []
+        scores, plain, labels, paths, images = [], [], [], [], []
         try:
             total = harrison.split_images(self.records_dir, self.split)
         except harrison.FormatError:
@@ -103,6 +113,7 @@ class Scorer:
                 except tf.errors.OutOfRangeError:
                     break
                 scores.append(batch["scores"])
+                plain.append(batch.get("plain_scores"))
                 labels.append(batch["labels"] > 0.5)
                 paths.extend(path.decode("utf-8") for path in batch["path"])
                 if len(images) < keep_images:
@@ -110,8 +121,11 @@ class Scorer:
                 bar.update(len(batch["path"]))
         if not paths:
             raise EvaluationError(f"the {self.split!r} split of {self.records_dir} has no images")
-        return {"scores": np.concatenate(scores), "labels": np.concatenate(labels),
-                "paths": paths, "images": images}
+        scored = {"scores": np.concatenate(scores), "labels": np.concatenate(labels),
+                  "paths": paths, "images": images}
+        if "plain_scores" in self.fetches:
+            scored["plain_scores"] = np.concatenate(plain)
+        return scored
 
     def close(self):
         self.session.close()

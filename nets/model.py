@@ -183,10 +183,24 @@ def build_features(images, config):
 
 def build_scores(images, config):
     """Per-tag scores [B, num_tags] of the model a train_config describes, in inference mode
-    (batch norm on its moving averages, no dropout, no auxiliary head)."""
+    (batch norm on its moving averages, no dropout, no auxiliary head). With config["mirror"]
+    (a test-time variant, nets/variants.py), each image's scores averaged with its mirror
+    image's."""
+    if config.get("mirror"):
+        return mirrored_scores(images, config)[1]
     logits, _ = build_logits(images, int(config["num_tags"]), config["backbone"],
                              float(config["depth_multiplier"]), is_training=False)
     return scores_from_logits(logits, config["loss"])
+
+
+def mirrored_scores(images, config):
+    """(scores of the images, scores averaged with their mirror images'), [B, num_tags] each,
+    from one run of the network on the images and their mirrors."""
+    both = tf.concat([images, tf.image.flip_left_right(images)], axis=0)
+    logits, _ = build_logits(both, int(config["num_tags"]), config["backbone"],
+                             float(config["depth_multiplier"]), is_training=False)
+    plain, mirrored = tf.split(scores_from_logits(logits, config["loss"]), 2, axis=0)
+    return plain, (plain + mirrored) / 2.0
 
 
 def scores_from_logits(logits, loss):

@@ -12,16 +12,13 @@
 import os
 
 from data import image_files
-from nets import train_dir
+from nets import train_dir, variants
 
 # Pixels per batch in the graph: TensorFlow decodes a batch's images into float32 copies, and
 # resizes each to the stored size, before it crops them. Photos reach it at most at the stored
 # size (larger ones are reduced by data/image_files.py) and at most 20:1, so 32 photos of 1 MP
 # run in one batch, 8 of 4 MP.
 BATCH_PIXELS = 32 * 2**20
-# The test-time variant a model is scored with when best.json names none (issue 18 adds
-# variants: raw or moving-average weights, image size, mirror averaging).
-DEFAULT_VARIANT = "default"
 
 
 def batches(entries, image_size, batch_size, max_pixels=BATCH_PIXELS):
@@ -75,8 +72,9 @@ def describe(model_path, tagger):
 
     dict: name (the path of the train_dir or export, and its checkpoint), network (backbone,
     depth, image size, tags), val ({metric: value} from best.json when it describes this
-    checkpoint, else None), val_step, val_text (the val scores in words), variant (best.json's,
-    else DEFAULT_VARIANT), and text: all of it on one line.
+    checkpoint, else None), val_step, val_text (the val scores in words), variant (the
+    test-time variant the tagger scores with, in words: nets/variants.py), and text: all of it
+    on one line.
     """
     config = tagger.config
     checkpoint = getattr(tagger, "checkpoint", None)  # None for an export of export.py
@@ -90,7 +88,7 @@ def describe(model_path, tagger):
     network = (f"{config['backbone']}, depth {config['depth_multiplier']:g}, "
                f"{config['image_size']} px, {len(tagger.vocab)} tags")
     val = {chosen["metric"]: chosen["value"]} if chosen else None
-    variant = (chosen or {}).get("variant", DEFAULT_VARIANT)
+    variant = variants.describe(tagger.variant)
     if val:
         val_text = ", ".join(f"{metric} {100 * value:.2f}" for metric, value in val.items())
         val_text += f" (step {chosen['step']})"

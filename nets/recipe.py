@@ -100,6 +100,15 @@ TABLE = (
              "fixed.", choices=optimization.DECAYS),
     _setting("num_epochs_per_decay", 2.0, "Epochs between exponential decays.", low=0,
              ends="(]"),
+    _setting("moving_average_decay", None, "Decay of the moving average of the weights kept "
+             "in the checkpoints beside them (slim's --moving_average_decay; 0: none). Default: "
+             "one whose window, 1 / (1 - decay) steps, is 5% of the run (within 0.9-0.9999). "
+             "Scored as a test-time variant (--choose_variant).", kind=float, low=0, high=1,
+             ends="[)"),
+    _setting("choose_variant", True, "At the end of training, score the best checkpoint on the "
+             "val split with raw and averaged weights, at the training size and a larger one, "
+             "with and without each photo's mirror image, and record the winner in best.json: "
+             "what evaluate.py, predict.py, export.py and the web page then use.", stored=False),
     _setting("momentum", 0.9, "Momentum of rmsprop/momentum.", low=0, high=1, ends="[)"),
     _setting("rmsprop_epsilon", 1.0, "RMSProp epsilon (slim's 1.0).", low=0, ends="(]"),
     _setting("clip_gradient_norm", 100.0, "Clip the gradients to this global norm: a safety "

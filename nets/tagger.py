@@ -16,6 +16,7 @@ stranger cannot run code. Both give the same tags and scores.
 """
 import collections
 import contextlib
+import json
 import os
 import sys
 import tarfile
@@ -26,7 +27,7 @@ import tensorflow.compat.v1 as tf
 
 import cli
 from data import atomic, preprocessing
-from nets import exported, model, train_dir
+from nets import exported, model, restoring, train_dir, variants
 
 SIGNATURE_NAME = exported.SIGNATURE_NAME
 INPUT_NAME = exported.INPUT_NAME
@@ -112,14 +113,40 @@ def checkpoint_of(source):
         return source.weights(tf.global_variables())
 
 
-def _restore(session, source, config):
-    """Restores the weights of `source` (train_dir.restore_model: checked to fit first); a
-    failure names the model the user gave, not an export's temporary files."""
+def _restore(session, source, config, averaged=False):
+    """Restores the weights of `source` (restoring.restore_model: checked to fit first; with
+    `averaged`, their moving averages); a failure names the model the user gave, not an
+    export's temporary files."""
     checkpoint = source.weights(tf.global_variables())
     try:
-        train_dir.restore_model(session, checkpoint, config)
+        restoring.restore_model(session, checkpoint, config, averaged=averaged)
     except train_dir.TrainDirError as error:
         raise TaggerError(str(error).replace(checkpoint, source.name)) from None
+
+
+def variant_of(source, override=None):
+    """(the test-time variant a Source is scored with, why): a train_dir's checkpoint in the
+    variant best.json chose for it on val (else the default one), an export in the one it was
+    exported with (its weights are that variant's); then what `override` (a function of the
+    variant, e.g. variants.from_flags) changes."""
+    config = source.config
+    if source.exported_k is None:
+        variant, why = variants.chosen(source.assets_dir, source.name, config)
+    else:
+        variant = variants.Variant("raw", int(config["image_size"]), bool(config.get("mirror")))
+        recorded = config.get("variant")
+        why = "the variant it was exported with" + (
+            f" (its weights: the {recorded['weights']} ones)"
+            if isinstance(recorded, dict) and recorded.get("weights") in variants.WEIGHTS
+            else "")
+    if override:
+        wanted = override(variant)
+        if wanted != variant:
+            if source.exported_k is not None and wanted.weights != "raw":
+                raise TaggerError(f"{source.name} is an export: it holds the weights it was "
+                                  "exported with, no averages (--weights=auto or raw)")
+            variant, why = wanted, "as the flags ask"
+    return variant, why
 
 
 class Tagger:
@@ -127,19 +154,23 @@ class Tagger:
     per-image errors. It returns `top_k` tags per image (0: all), or for an export the tags it
     was exported with, of which `keep` (None: all)."""
 
-    def __init__(self, source, top_k=5, keep=None):
+    def __init__(self, source, top_k=5, keep=None, override=None):
         self.config, self.vocab, self.name = source.config, source.vocab, source.name
         self.exported_k, self.keep = source.exported_k, keep
         exported = source.exported_k is not None
         # A train_dir's model: its checkpoint and folder (an export keeps neither).
         self.checkpoint = None if exported else source.name
         self.train_dir = None if exported else source.assets_dir
+        # The test-time variant: the graph's input size (image_size) and mirroring, which weights.
+        self.variant, self.variant_why = variant_of(source, override)
+        self.image_size = self.variant.image_size
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.images = tf.placeholder(tf.string, [None], name=INPUT_NAME)
-            self.outputs = build_tagger(self.images, self.config, self.vocab, top_k)
+            self.outputs = build_tagger(self.images, variants.scoring_config(
+                self.config, self.variant), self.vocab, top_k)
             self.session = tf.Session(graph=self.graph)
-            _restore(self.session, source, self.config)
+            _restore(self.session, source, self.config, self.variant.weights == "averaged")
         self.graph.finalize()
 
     def tag(self, encoded):
@@ -179,20 +210,24 @@ def is_archive_name(path):
     return path.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def open_tagger(model_path, top_k=5):
+def open_tagger(model_path, top_k=5, override=None):
     """The Tagger of `model_path`: a train_dir or one checkpoint in it, or an export of
     export.py, its SavedModel folder or its .tar.gz archive (which returns at most the tags it
-    was exported with: `exported_k`). Says on stderr which model it uses."""
+    was exported with: `exported_k`), in its test-time variant (`variant_of`, with
+    `override`). Says on stderr which model and variant it uses."""
     with model_source(model_path) as source:
         if source.exported_k is None:
-            return Tagger(source, top_k)
-        if top_k > source.exported_k:
-            raise TaggerError(f"{model_path} returns {source.exported_k} tags per image "
-                              f"(export.py --top_k): ask for at most {source.exported_k}, or "
-                              f"export it again with --top_k={top_k}")
-        tagger = Tagger(source, source.exported_k, keep=top_k or None)
-    print(f"{model_path}: using the exported model ({tagger.exported_k} tags per image, "
-          f"{len(tagger.vocab)} in its vocabulary)", file=sys.stderr)
+            tagger = Tagger(source, top_k, override=override)
+        else:
+            if top_k > source.exported_k:
+                raise TaggerError(f"{model_path} returns {source.exported_k} tags per image "
+                                  f"(export.py --top_k): ask for at most {source.exported_k}, "
+                                  f"or export it again with --top_k={top_k}")
+            tagger = Tagger(source, source.exported_k, keep=top_k or None, override=override)
+            print(f"{model_path}: using the exported model ({tagger.exported_k} tags per image, "
+                  f"{len(tagger.vocab)} in its vocabulary)", file=sys.stderr)
+    print(f"{model_path}: scoring with {variants.describe(tagger.variant)}, "
+          f"{tagger.variant_why}", file=sys.stderr)
     return tagger
 
 
@@ -216,17 +251,28 @@ def _check_replaceable(export_dir, archive, overwrite):
                               "to replace it, choose another --archive")
 
 
-def _write_saved_model(folder, source, top_k):
-    """The tagging graph with the Source's weights as a SavedModel in the empty `folder`."""
+def _write_saved_model(folder, source, top_k, variant):
+    """The tagging graph with the Source's weights as a SavedModel in the empty `folder`, in the
+    test-time `variant`: its input size and mirroring in the graph, its weights in the
+    variables, and its scoring config as the train_config.json asset (so the export, opened
+    again, runs the same computation)."""
+    config = variants.scoring_config(source.config, variant)
     graph = tf.Graph()
-    with graph.as_default():
+    with graph.as_default(), tempfile.TemporaryDirectory(prefix="export-config-") as assets:
         images = tf.placeholder(tf.string, [None], name=INPUT_NAME)
-        outputs = build_tagger(images, source.config, source.vocab, top_k)
-        for name in (train_dir.VOCAB_FILE, train_dir.CONFIG_FILE):
+        outputs = build_tagger(images, config, source.vocab, top_k)
+        paths = {name: os.path.join(source.assets_dir, name)
+                 for name in (train_dir.VOCAB_FILE, train_dir.CONFIG_FILE)}
+        if variant != variants.default(source.config):  # else the train_config as it is
+            paths[train_dir.CONFIG_FILE] = os.path.join(assets, train_dir.CONFIG_FILE)
+            atomic.write_text(paths[train_dir.CONFIG_FILE], json.dumps(
+                dict(config, variant=variants.to_record(variant)), indent=2, sort_keys=True)
+                + "\n")
+        for name, path in paths.items():
             tf.add_to_collection(tf.GraphKeys.ASSET_FILEPATHS, tf.constant(
-                os.path.join(source.assets_dir, name), name=f"asset_{name}"))
+                path, name=f"asset_{name}"))
         with tf.Session(graph=graph) as session:
-            _restore(session, source, source.config)
+            _restore(session, source, source.config, variant.weights == "averaged")
             signature = tf.saved_model.predict_signature_def(
                 inputs={INPUT_NAME: images},
                 outputs={name: outputs[name] for name in OUTPUT_NAMES})
@@ -262,7 +308,8 @@ def write_archive(saved_model, archive):
             tar.add(saved_model, arcname=archive_folder_name(archive), filter=anonymous)
 
 
-def export_saved_model(model_path, export_dir=None, top_k=10, overwrite=False, archive=None):
+def export_saved_model(model_path, export_dir=None, top_k=10, overwrite=False, archive=None,
+                       override=None):
     """Writes the tagging graph with the weights of `model_path` (a train_dir, a checkpoint, or
     an export: re-exported, its weights in this graph) as a SavedModel in `export_dir`, and/or
     as the one-file `archive` (.tar.gz, `write_archive`).
@@ -272,20 +319,23 @@ def export_saved_model(model_path, export_dir=None, top_k=10, overwrite=False, a
     vocabulary is a constant in the graph; vocab.txt and train_config.json are copied as assets.
     Written into a temporary folder that then replaces `export_dir` whole (data/atomic.py); the
     archive is written whole or not at all.
-    Returns dict: checkpoint, export_dir, archive, top_k, num_tags.
+    The test-time variant is the model's (`variant_of`, with `override`).
+    Returns dict: checkpoint, export_dir, archive, top_k, num_tags, variant.
     """
     if not (export_dir or archive):
         raise TaggerError("nothing to write: give an export folder or an archive")
     with model_source(model_path) as source:
         _check_replaceable(export_dir, archive, overwrite)
+        variant, _ = variant_of(source, override)
         if export_dir:
             with atomic.atomic_dir(export_dir) as staging:
-                _write_saved_model(staging, source, top_k)
+                _write_saved_model(staging, source, top_k, variant)
                 if archive:
                     write_archive(staging, archive)
         else:
             with tempfile.TemporaryDirectory(prefix="export-") as staging:
-                _write_saved_model(staging, source, top_k)
+                _write_saved_model(staging, source, top_k, variant)
                 write_archive(staging, archive)
     return {"checkpoint": source.name, "export_dir": export_dir, "archive": archive,
-            "top_k": min(top_k, len(source.vocab)), "num_tags": len(source.vocab)}
+            "top_k": min(top_k, len(source.vocab)), "num_tags": len(source.vocab),
+            "variant": variant}

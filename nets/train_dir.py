@@ -6,8 +6,9 @@ A train_dir holds
   to use the model;
 - `model.ckpt-<step>.index` + `model.ckpt-<step>.data-*`: the checkpoints (TF's V2 format);
   `model.ckpt-0` is the linear probe's model when the run had one (nets/linear_probe.py);
-- `best.json`: which checkpoint scored best on the val split (train.py keeps it from rotation);
-  evaluate.py, predict.py and export.py use it when given the train_dir, saying so;
+- `best.json`: which checkpoint scored best on the val split (train.py keeps it from rotation),
+  and the test-time variant chosen for it on val (nets/variants.py); evaluate.py, predict.py
+  and export.py use both when given the train_dir, saying so;
 - TensorBoard event files, and `.lock` while a train.py run holds it.
 
 Checkpoints are found from their files, never from TensorFlow's `checkpoint` index file (which
@@ -269,10 +270,14 @@ def checkpoint_step(prefix):
         raise TrainDirError(f"cannot tell the step of checkpoint {prefix}") from None
 
 
-def record_best(directory, step, metric, value):
-    """Writes best.json: the checkpoint of `step` is the best so far by val `metric`."""
-    atomic.write_text(os.path.join(directory, BEST_FILE), json.dumps(
-        {"step": int(step), "metric": metric, "value": float(value)}, indent=1) + "\n")
+def record_best(directory, step, metric, value, variant=None, variants=None):
+    """Writes best.json: the checkpoint of `step` is the best so far by val `metric` (`value`,
+    scored as during training); with the test-time `variant` chosen for it on val (a dict,
+    nets/variants.py) and every variant's val scores (`variants`: [{"variant", "scores"}])."""
+    chosen = {"step": int(step), "metric": metric, "value": float(value)}
+    if variant is not None:
+        chosen.update(variant=variant, variants=variants)
+    atomic.write_text(os.path.join(directory, BEST_FILE), json.dumps(chosen, indent=1) + "\n")
 
 
 def best(directory):
@@ -337,53 +342,3 @@ def resolve(path):
         return prefix, os.path.dirname(prefix) or "."
     raise TrainDirError(f"no checkpoint at {path} (give a train_dir or a prefix such as "
                         f"{os.path.join('work', 'train', CHECKPOINT_BASENAME)}-1000)")
-
-
-def restore_map(checkpoint, variables):
-    """Which of `variables` `checkpoint` can restore, checked by name and shape.
-
-    Returns (restore {name: variable}, missing [names], mismatched ["name [ckpt] vs [graph]"]);
-    each caller decides what may be missing. A checkpoint that cannot be read is a
-    TrainDirError."""
-    try:
-        shapes = tf.train.load_checkpoint(tf_path(checkpoint)).get_variable_to_shape_map()
-    except (tf.errors.OpError, ValueError) as error:
-        raise TrainDirError(f"cannot read checkpoint {checkpoint}: {cli.first_line(error)}") \
-            from None
-    restore, missing, mismatched = {}, [], []
-    for variable in variables:
-        name = variable.op.name
-        if name not in shapes:
-            missing.append(name)
-        elif list(shapes[name]) != variable.shape.as_list():
-            mismatched.append(f"{name} {list(shapes[name])} in the checkpoint vs "
-                              f"{variable.shape.as_list()} in the model")
-        else:
-            restore[name] = variable
-    return restore, missing, mismatched
-
-
-def restore_model(session, checkpoint, config, saver=None):
-    """Restores the model of `config` in the session's graph from `checkpoint`, once it is known
-    to fit (`check_fits`), with `saver` (default: a Saver of every global variable). A
-    checkpoint that fails to restore is a TrainDirError in one line."""
-    variables = session.graph.get_collection(tf.GraphKeys.GLOBAL_VARIABLES)
-    check_fits(checkpoint, config, variables)
-    try:
-        with session.graph.as_default():  # outside its graph, Saver.restore takes an eager path
-            (saver or tf.train.Saver()).restore(session, tf_path(checkpoint))
-    except (tf.errors.OpError, ValueError) as error:
-        raise TrainDirError(f"cannot restore {checkpoint}: {cli.first_line(error)}") from None
-
-
-def check_fits(checkpoint, config, variables):
-    """TrainDirError unless `checkpoint` holds every one of `variables` (the scoring graph's)
-    with its shape: a checkpoint of another model is a one-line error before any restore, not
-    a half-restored model."""
-    _, missing, mismatched = restore_map(checkpoint, variables)
-    problems = mismatched + [f"{name} is missing" for name in missing]
-    if problems:
-        raise TrainDirError(
-            f"{checkpoint} does not fit the model of its train_config.json "
-            f"({config['backbone']}, depth_multiplier {config['depth_multiplier']}, "
-            f"{config['num_tags']} tags): {problems[0]} ({len(problems)} variables differ)")

@@ -5,7 +5,8 @@ loss (nets/model.py), the gradients of the trained variables, clipped, applied b
 (nets/optimization.py), the batch-norm updates with them. One device is tf.distribute's default
 strategy (one replica, nothing mirrored); MirroredStrategy and MultiWorkerMirroredStrategy run the
 same function once per replica on its share of the global batch, and the v1 optimizer sums the
-replicas' gradients. The loss and summaries reported are the replicas' mean.
+replicas' gradients. The loss and summaries reported are the replicas' mean. After the step, the moving average of the weights moves (once, across the
+replicas: nets/optimization.average_weights).
 """
 import functools
 import warnings
@@ -34,8 +35,8 @@ def build_steps(settings, dataset, num_tags, stage, mixed_precision, strategy=No
     """The training step of a run's `settings` on `dataset`'s batches (pipeline.train_dataset's
     dicts of images, draws, labels), under `strategy` (None: the default, one device), at the
     learning rate of `stage` (nets/optimization.stage).
-    Returns dict: train_op, loss, global_step (after the step), learning_rate, summaries, and
-    initializers (ops to run once, after the variables' initialization)."""
+    Returns dict: train_op, loss, global_step (after the step), learning_rate, summaries, averages
+    ({model variable: its moving average}, or {}), initializers (ops to run once, after init)."""
     batches, initializers = _batches(strategy, dataset)
     strategy = strategy or tf.distribute.get_strategy()  # the default: one device, one replica
     network = functools.partial(
@@ -73,7 +74,10 @@ def build_steps(settings, dataset, num_tags, stage, mixed_precision, strategy=No
     scalars = {name: strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                for name, value in outputs["scalars"].items()}
     scalars["learning_rate"] = built["learning_rate"]
-    return {"train_op": tf.group(strategy.experimental_local_results(outputs["train_op"])),
+    train_op, averages = optimization.average_weights(
+        tf.group(strategy.experimental_local_results(outputs["train_op"])),
+        settings["moving_average_decay"], tf.train.get_global_step())
+    return {"train_op": train_op, "averages": averages,
             "loss": scalars["loss/total"], "learning_rate": built["learning_rate"],
             "global_step": strategy.experimental_local_results(outputs["global_step"])[0],
             "summaries": _summaries(scalars), "initializers": initializers}

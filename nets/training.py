@@ -1,7 +1,7 @@
 """A training run's graph, ready to start: the step (nets/train_step.py) on the records'
 input, its savers, and how its weights start: resumed from the run's own checkpoint, warm-started
 (the backbone from a checkpoint, the main head from the linear probe), or from scratch; every
-head not restored starts at the tag priors.
+head not restored starts at the tag priors; the moving average of the weights starts at them.
 """
 import contextlib
 
@@ -9,7 +9,7 @@ import tensorflow.compat.v1 as tf
 from absl import logging
 
 from data import pipeline
-from nets import model, optimization, train_dir, train_step, warm_start
+from nets import model, optimization, restoring, train_dir, train_step, warm_start
 
 
 def build_run(settings, num_tags, stage, start_step, mixed_precision, prior_biases,
@@ -42,14 +42,14 @@ def build_run(settings, num_tags, stage, start_step, mixed_precision, prior_bias
             run["saver"] = tf.train.Saver(max_to_keep=settings["keep_checkpoints"],
                                           save_relative_paths=True)
             steps = [tf.global_variables_initializer()] + run.pop("initializers")
+            averages = run.pop("averages")
             if resume_from:
-                saver = resume_saver(resume_from)
-                steps.append(lambda session: saver.restore(session,
-                                                           train_dir.tf_path(resume_from)))
-                messages = [f"resuming from {resume_from} (step {start_step})"]
+                messages = _resume_steps(resume_from, start_step, averages, steps)
             else:
                 messages = _warm_start_steps(settings, warm_start_from, head_from,
                                              prior_biases, steps)
+                if averages:  # after the weights are restored: the average starts at them
+                    steps.append(optimization.reset_averages_op(averages))
     graph.finalize()
 
     def initialize(session):
@@ -61,6 +61,18 @@ def build_run(settings, num_tags, stage, start_step, mixed_precision, prior_bias
         return "; ".join(messages)
 
     return dict(run, graph=graph, initialize=initialize)
+
+
+def _resume_steps(resume_from, start_step, averages, steps):
+    """Appends to `steps` what restores a resumed run's variables; returns the lines saying so.
+    A checkpoint of a run without the weights' moving averages starts them at its weights."""
+    saver, unaveraged = resume_saver(resume_from, averages)
+    steps.append(lambda session: saver.restore(session, train_dir.tf_path(resume_from)))
+    messages = [f"resuming from {resume_from} (step {start_step})"]
+    if unaveraged:
+        steps.append(optimization.reset_averages_op(averages))
+        messages.append("the moving average of the weights starts from them")
+    return messages
 
 
 def _warm_start_steps(settings, warm_start_from, head_from, prior_biases, steps):
@@ -97,17 +109,20 @@ def _warm_start_steps(settings, warm_start_from, head_from, prior_biases, steps)
     return messages
 
 
-def resume_saver(checkpoint):
-    """A Saver restoring every variable of the training graph from the run's own `checkpoint`.
-    Only the loss-scale state may be absent (a run started without mixed precision, e.g. on a
-    CPU); anything else missing or reshaped means the train_dir holds another model."""
-    restore, missing, mismatched = train_dir.restore_map(checkpoint, tf.global_variables())
+def resume_saver(checkpoint, averages):
+    """(a Saver restoring every variable of the training graph from the run's own `checkpoint`,
+    whether it lacks the moving `averages` of the weights). Only those and the loss-scale state
+    may be absent (a run started without them, or without mixed precision, e.g. on a CPU);
+    anything else missing or reshaped means the train_dir holds another model."""
+    restore, missing, mismatched = restoring.restore_map(checkpoint, tf.global_variables())
+    optional = {average.op.name for average in averages.values()}
     problems = mismatched + [f"{name} is missing" for name in missing
-                             if not name.startswith(optimization.LOSS_SCALE_SCOPE + "/")]
+                             if not name.startswith(optimization.LOSS_SCALE_SCOPE + "/")
+                             and name not in optional]
     if problems:
         raise train_dir.TrainDirError(
             f"cannot resume from {checkpoint}: {problems[0]} ({len(problems)} variables differ; "
             "was it written with other settings, e.g. --trainable_scopes? use a new --train_dir)")
     # A list, not the map: a saver given a map takes a tf.distribute batch-norm statistic
     # (synchronized on read) for a tensor; a list names each variable by its own name, the key.
-    return tf.train.Saver(var_list=list(restore.values()))
+    return tf.train.Saver(var_list=list(restore.values())), bool(optional & set(missing))

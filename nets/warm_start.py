@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 import cli
 from data import atomic, safe_archive
-from nets import exported, model, tagger, train_dir
+from nets import exported, model, restoring, tagger, train_dir
 
 IMAGENET = "imagenet"
 IMAGENET_URL = "http://download.tensorflow.org/models/inception_v3_2016_08_28.tar.gz"
@@ -297,7 +297,7 @@ def build_restorer(checkpoint, exclude_scopes, variables=None, optional_scopes="
     excluded = [v for v in variables if model.in_scopes(v.op.name, exclude_scopes)]
     kept = [v for v in variables if v not in excluded]
     try:
-        restore, missing, mismatched = train_dir.restore_map(checkpoint, kept)
+        restore, missing, mismatched = restoring.restore_map(checkpoint, kept)
     except train_dir.TrainDirError as error:
         raise WarmStartError(str(error)) from None
     initialized = [name for name in missing if model.in_scopes(name, optional_scopes)]

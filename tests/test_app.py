@@ -278,7 +278,7 @@ def test_a_browser_uploads_photos_and_reads_predict_tags_on_the_page(
                                                            "#photos input[type=file]"))
     model = browser.find_element(By.CSS_SELECTOR, "#model").text
     assert f"model: {os.path.normpath(trained_dir)} (model.ckpt-" in model
-    assert "variant: default" in model and "val: " in model
+    assert "variant: raw weights, 75 px, one view" in model and "val: " in model
     picker.send_keys("\n".join(photos + bad))
     wait.until(lambda driver: len(shown_cards(driver)) == len(photos) + len(bad))
     shown = shown_cards(browser)

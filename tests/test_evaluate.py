@@ -109,8 +109,10 @@ def test_every_image_is_scored_once_including_the_last_partial_batch(sample_reco
 def test_metrics_json_keys_and_fractions(trained_dir, tiny_eval):
     eval_dir, _ = tiny_eval
     document = read_json(os.path.join(eval_dir, "metrics.json"))
-    assert set(document) == {"checkpoint", "global_step", "split", "num_images", "model",
-                             "popularity"}
+    assert set(document) == {"checkpoint", "global_step", "split", "num_images", "variant",
+                             "model", "popularity"}
+    # The demo's model has no val split, so no variant was chosen: the model as trained.
+    assert document["variant"] == {"weights": "raw", "image_size": 75, "mirror": False}
     with open(os.path.join(trained_dir, "checkpoint"), encoding="utf-8") as stream:
         latest = stream.readline().split('"')[1]
     assert os.path.basename(document["checkpoint"]) == os.path.basename(latest)

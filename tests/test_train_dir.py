@@ -9,7 +9,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import REPO, start_python
-from nets import train_dir
+from nets import restoring, train_dir
 
 CONFIG = {"backbone": "inception_v3", "depth_multiplier": 0.5, "num_tags": 3, "loss": "sigmoid",
           "image_size": 139}
@@ -114,7 +114,7 @@ def test_restore_map_reports_missing_and_reshaped_variables(tmp_path):
     with tf.Graph().as_default():
         weights = tf.get_variable("weights", [4])
         other = tf.get_variable("other", [2])
-        restore, missing, mismatched = train_dir.restore_map(
+        restore, missing, mismatched = restoring.restore_map(
             os.path.join(directory, "model.ckpt-1"), [weights, other])
     assert restore == {} and missing == ["other"]
     assert mismatched == ["weights [3] in the checkpoint vs [4] in the model"]

@@ -62,10 +62,11 @@ def frames(path):
 class Page:
     """The tagger of one model and the page around it."""
 
-    def __init__(self, model_path):
-        self.tagger = tagger_lib.open_tagger(model_path, top_k=0)  # every tag it returns
+    def __init__(self, model_path, override=None):
+        # Every tag it returns, in its test-time variant (with `override`: nets/tagger.py).
+        self.tagger = tagger_lib.open_tagger(model_path, top_k=0, override=override)
         self.model = photos.describe(model_path, self.tagger)
-        self.image_size = int(self.tagger.config["image_size"])
+        self.image_size = self.tagger.image_size
         self.returned = getattr(self.tagger, "exported_k", None) or len(self.tagger.vocab)
         # Every photo is decoded and scored on this one thread, one photo set after another:
         # the memory a large photo took is then reused by the next one (each thread has its own
@@ -185,12 +186,12 @@ def card_html(result):
     return head + body + "</section>"
 
 
-def serve(model_path, host="127.0.0.1", port=None, share=False, block=True):
+def serve(model_path, host="127.0.0.1", port=None, share=False, block=True, override=None):
     """Builds the page on the model at `model_path` (loaded once) and serves it on host:port
     (None: the first free port from 7860), with a public share link when `share`; in a notebook
     it also shows inline. Blocks until interrupted when `block`; else returns the running
-    Blocks (close() stops them)."""
-    page = Page(model_path).blocks()
+    Blocks (close() stops them). `override` changes the model's test-time variant."""
+    page = Page(model_path, override).blocks()
     page.queue(max_size=QUEUE_SIZE, default_concurrency_limit=CONCURRENCY)
     page.launch(server_name=host, server_port=port, share=share,
                 max_file_size=image_files.MAX_FILE_BYTES, state_session_capacity=SESSIONS,
