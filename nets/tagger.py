@@ -127,26 +127,32 @@ def _restore(session, source, config, averaged=False):
 def variant_of(source, override=None):
     """(the test-time variant a Source is scored with, why): a train_dir's checkpoint in the
     variant best.json chose for it on val (else the default one), an export in the one it was
-    exported with (its weights are that variant's); then what `override` (a function of the
-    variant, e.g. variants.from_flags) changes."""
+    exported with (its variables hold that variant's weights, raw or averaged: `reads_averages`);
+    then what `override` (a function of the variant, e.g. variants.from_flags) changes."""
     config = source.config
     if source.exported_k is None:
         variant, why = variants.chosen(source.assets_dir, source.name, config)
     else:
-        variant = variants.Variant("raw", int(config["image_size"]), bool(config.get("mirror")))
         recorded = config.get("variant")
-        why = "the variant it was exported with" + (
-            f" (its weights: the {recorded['weights']} ones)"
-            if isinstance(recorded, dict) and recorded.get("weights") in variants.WEIGHTS
-            else "")
+        weights = recorded.get("weights") if isinstance(recorded, dict) else None
+        variant = variants.Variant(weights if weights in variants.WEIGHTS else "raw",
+                                   int(config["image_size"]), bool(config.get("mirror")))
+        why = "the variant it was exported with"
     if override:
         wanted = override(variant)
         if wanted != variant:
-            if source.exported_k is not None and wanted.weights != "raw":
-                raise TaggerError(f"{source.name} is an export: it holds the weights it was "
-                                  "exported with, no averages (--weights=auto or raw)")
+            if source.exported_k is not None and wanted.weights != variant.weights:
+                raise TaggerError(f"{source.name} is an export: it holds the {variant.weights} "
+                                  f"weights it was exported with (--weights=auto or "
+                                  f"{variant.weights})")
             variant, why = wanted, "as the flags ask"
     return variant, why
+
+
+def reads_averages(source, variant):
+    """Whether `variant` restores the moving averages of the Source's checkpoint (an export's
+    variables already hold the weights of the variant it was exported with)."""
+    return variant.weights == "averaged" and source.exported_k is None
 
 
 class Tagger:
@@ -170,7 +176,7 @@ class Tagger:
             self.outputs = build_tagger(self.images, variants.scoring_config(
                 self.config, self.variant), self.vocab, top_k)
             self.session = tf.Session(graph=self.graph)
-            _restore(self.session, source, self.config, self.variant.weights == "averaged")
+            _restore(self.session, source, self.config, reads_averages(source, self.variant))
         self.graph.finalize()
 
     def tag(self, encoded):
@@ -272,7 +278,7 @@ def _write_saved_model(folder, source, top_k, variant):
             tf.add_to_collection(tf.GraphKeys.ASSET_FILEPATHS, tf.constant(
                 path, name=f"asset_{name}"))
         with tf.Session(graph=graph) as session:
-            _restore(session, source, source.config, variant.weights == "averaged")
+            _restore(session, source, source.config, reads_averages(source, variant))
             signature = tf.saved_model.predict_signature_def(
                 inputs={INPUT_NAME: images},
                 outputs={name: outputs[name] for name in OUTPUT_NAMES})

@@ -130,7 +130,8 @@ def step_comparison(out):
     from nets import distribution, optimization, recipe, train_step, training
     tf.disable_eager_execution()
     settings = recipe.settings("cpu", image_size=75, depth_multiplier=0.1, batch_size=8,
-                               dropout_keep_prob=1.0, warmup_steps=0, records_dir=out)
+                               dropout_keep_prob=1.0, warmup_steps=0, records_dir=out,
+                               moving_average_decay=0.5)
     rng = np.random.default_rng(0)
     half = {"images": rng.integers(0, 256, (4, 75, 75, 3), dtype=np.uint8),
             "draws": rng.uniform(size=(4, 5)).astype(np.float32),
@@ -148,7 +149,8 @@ def step_comparison(out):
                                          strategy)
             saver = tf.train.Saver()
             start = os.path.join(out, "start")
-            restore = training.resume_saver(start) if os.path.exists(start + ".index") else None
+            restore = (training.resume_saver(start, run["averages"])[0]
+                       if os.path.exists(start + ".index") else None)
             config = distributed.session_config()
             with tf.Session(config=config) as session:
                 session.run([tf.global_variables_initializer()] + run["initializers"])
@@ -166,10 +168,12 @@ def step_comparison(out):
     readers = {name: tf.train.load_checkpoint(os.path.join(out, name))
                for name in ("start", "single", "mirrored", "half")}
     names = sorted(readers["single"].get_variable_to_shape_map())
-    kinds = {"weights": lambda n: "RMSProp" not in n and "moving" not in n
+    average = "ExponentialMovingAverage"
+    kinds = {"weights": lambda n: "RMSProp" not in n and "moving" not in n and average not in n
              and n != "global_step",
-             "batch-norm statistics": lambda n: "moving" in n,
-             "optimizer slots": lambda n: "RMSProp" in n}
+             "batch-norm statistics": lambda n: "moving" in n and average not in n,
+             "optimizer slots": lambda n: "RMSProp" in n,
+             "moving averages": lambda n: average in n}
 
     def largest(a, b, kind):
         return max(float(np.abs(readers[a].get_tensor(n) - readers[b].get_tensor(n)).max())

@@ -240,9 +240,11 @@ def test_a_damaged_variant_in_best_json_is_one_line(averaged_run, tmp_path):
 def test_an_export_holds_one_set_of_weights(averaged_run, tmp_path):
     export_dir = str(tmp_path / "export")
     check_run(run_script("export.py", f"--model={averaged_run['train_dir']}",
-                         f"--export_dir={export_dir}"))
-    result = run_script("predict.py", f"--model={export_dir}", "--weights=averaged", __file__)
-    assert_one_line_error(result, "predict.py", "is an export", "--weights=auto or raw")
+                         f"--export_dir={export_dir}", "--weights=averaged"))
+    result = run_script("predict.py", f"--model={export_dir}", "--weights=raw", __file__)
+    assert_one_line_error(result, "predict.py", "is an export",
+                          "holds the averaged weights it was exported with",
+                          "--weights=auto or averaged")
 
 
 def test_the_auto_decay_spans_the_end_of_the_run():
