@@ -126,7 +126,10 @@ def main(argv):
     try:
         documents = []
         for checkpoint in checkpoints:
-            variant, why = variants.chosen(model_dir, checkpoint, config)
+            if FLAGS.all_checkpoints:  # one variant for all: the curve compares checkpoints
+                variant, why = variants.default(config), "as every checkpoint of --all_checkpoints"
+            else:
+                variant, why = variants.chosen(model_dir, checkpoint, config)
             variant = variants.from_flags(variant)
             if variants.overridden():
                 why = "as the flags ask"

@@ -115,7 +115,7 @@ def main(argv):
     # error lines are written around it.
     progress = tqdm(total=len(entries), unit="img", desc="predict", file=sys.stderr,
                     dynamic_ncols=True, disable=None if len(entries) > FLAGS.batch_size else True)
-    for batch in photos.batches(entries, tagger.image_size, FLAGS.batch_size):
+    for batch in photos.batches(entries, tagger.crop_size, FLAGS.batch_size):
         failed += write_batch(tagger, batch, output, progress)
     progress.close()
     tagger.close()

@@ -68,14 +68,16 @@ def train_dataset(records_dir, image_size, batch_size, num_tags, seed=0, split="
 
 
 def eval_dataset(records_dir, split, image_size, batch_size, num_tags,
-                 num_parallel_calls=tf.data.AUTOTUNE, skip=0):
+                 num_parallel_calls=tf.data.AUTOTUNE, skip=0, crop_size=None):
     """Every record of `split` exactly once (after the first `skip`), in file order, as dicts
-    {"images", "labels" (multi-hot float32), "path" (string)}; the last partial batch is kept."""
+    {"images", "labels" (multi-hot float32), "path" (string)}; the last partial batch is kept.
+    `crop_size`: preprocessing.eval_image's."""
     dataset = tf.data.TFRecordDataset(shard_files(records_dir, split)).skip(skip)
 
     def prepare(serialized):
         encoded, labels, path = _parse(serialized, num_tags)
-        return {"images": preprocessing.eval_image(encoded, image_size), "labels": labels,
+        return {"images": preprocessing.eval_image(encoded, image_size, crop_size),
+                "labels": labels,
                 "path": path}
 
     dataset = dataset.map(prepare, num_parallel_calls=num_parallel_calls, deterministic=True)

@@ -166,7 +166,7 @@ def _within_bounds(encoded):
         return tf.identity(encoded)
 
 
-def eval_image(encoded, image_size):
+def eval_image(encoded, image_size, crop_size=None):
     """THE eval preprocessing: JPEG/PNG/GIF/BMP bytes -> float32 [S, S, 3] in [-1, 1].
 
     Refuse what the header says is another format, more than image_files.MAX_PIXELS pixels or
@@ -177,10 +177,15 @@ def eval_image(encoded, image_size):
     inception_preprocessing eval crop), which is then image_size on the shorter side; resize
     to image_size x image_size; scale to [-1, 1]. A photo of any size thus reaches the model as
     its record would: predict.py, the SavedModel and evaluate.py agree.
+
+    `crop_size` (default image_size): the size of a model whose crop this is. A test-time
+    variant at a larger input size than the model was trained at (nets/variants.py) takes the
+    crop of its training size, enlarged: the records stored for that size hold no more, and a
+    photo must reach the model as its record does.
     """
     image = decode_on_white(_within_bounds(encoded))
     image = _to_unit_range(image)
-    image = _shorter_side_to(image, image_files.stored_side(image_size))
+    image = _shorter_side_to(image, image_files.stored_side(crop_size or image_size))
     image = tf.image.central_crop(image, central_fraction=image_files.EVAL_CENTRAL_FRACTION)
     image = tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=True)
     image.set_shape([image_size, image_size, 3])

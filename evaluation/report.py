@@ -37,8 +37,7 @@ def _json_number(value):
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
-def metrics_document(checkpoint, global_step, split, num_images, model, popularity,
-                     variant=None):
+def metrics_document(checkpoint, global_step, split, num_images, model, popularity, variant):
     """The metrics.json content: model and popularity hold the same metric keys, as fractions;
     variant: the test-time variant scored (nets/variants.to_record)."""
     return {

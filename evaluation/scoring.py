@@ -64,7 +64,7 @@ def check_unseen(records_dir, split, config):
 class Scorer:
     """The inference graph of one train_dir's model over one split of the records, built for
     `config` (train_config.json) at its image size, or for a test-time variant's scoring config
-    (nets/variants.scoring_config: its size; with "mirror", the scores averaged with the mirror
+    (nets/variants.scoring_config: its size and crop; with "mirror", the scores averaged with the mirror
     images' and, as "plain_scores", the images' own, from the same run)."""
 
     def __init__(self, config, records_dir, split, batch_size):
@@ -74,7 +74,8 @@ class Scorer:
         self.graph = tf.Graph()
         with self.graph.as_default():
             dataset = pipeline.eval_dataset(records_dir, split, int(config["image_size"]),
-                                            batch_size, int(config["num_tags"]))
+                                            batch_size, int(config["num_tags"]),
+                                            crop_size=config.get("crop_size"))
             self.iterator = tf.data.make_initializable_iterator(dataset)
             batch = self.iterator.get_next()
             self.fetches = {"labels": batch["labels"], "path": batch["path"]}

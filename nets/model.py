@@ -299,6 +299,9 @@ def config_problem(config):
         return f"loss {loss!r} is not one of {', '.join(LOSSES)}"
     if not is_whole_number(size) or not low <= size <= high:
         return f"image_size {size!r} is not a whole number of pixels in [{low}, {high}]"
+    crop = config.get("crop_size", size)  # an export's scoring config: nets/variants.py
+    if not is_whole_number(crop) or not low <= crop <= high:
+        return f"crop_size {crop!r} is not a whole number of pixels in [{low}, {high}]"
     if not (is_whole_number(depth) or isinstance(depth, float)) or not (
             0 < depth <= MAX_DEPTH_MULTIPLIER):
         return (f"depth_multiplier {depth!r} is not a number in (0, "

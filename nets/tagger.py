@@ -40,12 +40,13 @@ class TaggerError(cli.UserError):
     """A model or export directory that cannot be used."""
 
 
-def decode_images(encoded, image_size):
+def decode_images(encoded, image_size, crop_size=None):
     """string [N] of encoded JPEG/PNG/GIF/BMP -> float32 [N, S, S, 3], each image through
     eval_image (the images may have any size, hence one decode per element). One image at a
     time: a request's decoding then takes one image's memory, which eval_image bounds (at most
-    image_files.MAX_PIXELS pixels), whatever the images it holds."""
-    return tf.map_fn(lambda image: preprocessing.eval_image(image, image_size), encoded,
+    image_files.MAX_PIXELS pixels), whatever the images it holds. `crop_size`: eval_image's."""
+    return tf.map_fn(lambda image: preprocessing.eval_image(image, image_size, crop_size),
+                     encoded,
                      fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
                      parallel_iterations=1, name="decode")
 
@@ -60,7 +61,7 @@ def build_tagger(encoded, config, vocab, top_k):
     num_tags = int(config["num_tags"])
     image_size = int(config["image_size"])
     count = tf.shape(encoded)[0]
-    images = decode_images(encoded, image_size)
+    images = decode_images(encoded, image_size, config.get("crop_size"))
     # An empty batch crashes the CPU convolutions (oneDNN); run one blank image instead and
     # keep none of its outputs, so an empty request gets empty answers.
     images = tf.cond(count > 0, lambda: images,
@@ -169,7 +170,8 @@ class Tagger:
         self.train_dir = None if exported else source.assets_dir
         # The test-time variant: the graph's input size (image_size) and mirroring, which weights.
         self.variant, self.variant_why = variant_of(source, override)
-        self.image_size = self.variant.image_size
+        # Photos are reduced as the records of the model's training size are stored.
+        self.crop_size = variants.crop_size(self.config)
         self.graph = tf.Graph()
         with self.graph.as_default():
             self.images = tf.placeholder(tf.string, [None], name=INPUT_NAME)

@@ -6,7 +6,9 @@ A variant is three choices:
   `<variable>/ExponentialMovingAverage`: nets/restoring.py);
 - `image_size`: the training size, or LARGER_SIZE_FACTOR times it: a model trained on random
   crops sees objects larger than a central crop of the same size shows them (FixRes, Touvron et
-  al. 2019), so it often scores better on a larger input;
+  al. 2019), so it often scores better on a larger input. The larger input is the same central
+  crop, enlarged (`scoring_config`'s crop_size): the records hold no more pixels, and a photo
+  given to predict.py must reach the model as its record does;
 - `mirror`: whether each photo's scores are averaged with its mirror image's.
 
 At the end of training, train.py scores the best checkpoint on val in every variant it has
@@ -19,12 +21,16 @@ import collections
 
 from absl import flags
 
-from nets import model, train_dir
+import cli
+
+# nets.model and nets.train_dir (TensorFlow) are imported inside the functions that use them:
+# app.py defines these flags, and refuses a bad command line, before TensorFlow starts.
 
 WEIGHTS = ("raw", "averaged")
-# FixRes's estimate for our crops: the mean training crop (area uniform in [0.05, 1]) spans
-# ~0.72 of the photo's side, the eval central crop 0.875: objects look ~1.2x larger in training.
-# 8/7 (342 px for 299, the size preprocess.py stores for it) takes most of that. An estimate, not
+# FixRes's estimate for our crops: the training crop's area is uniform in [0.25, 1] of the
+# photo's (data/preprocessing.MIN_CROP_AREA), so its side spans on average
+# (2/3)(1 - 0.25**1.5) / 0.75 = 0.78 of the photo's, the eval central crop 0.875: objects look
+# 0.875 / 0.78 = 1.13x larger in training. 8/7 = 1.14 (342 px for 299). An estimate, not
 # measured on HARRISON: val decides, per model.
 LARGER_SIZE_FACTOR = 8 / 7
 
@@ -37,6 +43,7 @@ def default(config):
 
 
 def larger_size(image_size):
+    from nets import model  # pylint: disable=import-outside-toplevel
     return min(model.IMAGE_SIZE_RANGE[1], int(round(image_size * LARGER_SIZE_FACTOR)))
 
 
@@ -66,6 +73,7 @@ def from_record(record, config):
     graph: each field must be one train.py could have written)."""
     if not isinstance(record, dict):
         raise ValueError("a variant is not a JSON object")
+    from nets import model  # pylint: disable=import-outside-toplevel
     weights, size, mirror = (record.get(key) for key in ("weights", "image_size", "mirror"))
     low, high = model.IMAGE_SIZE_RANGE
     if weights not in WEIGHTS:
@@ -81,6 +89,7 @@ def from_record(record, config):
 def chosen(directory, checkpoint, config):
     """(the variant best.json chose for `checkpoint`, or the default one; the line that says
     which and why)."""
+    from nets import train_dir  # pylint: disable=import-outside-toplevel
     recorded = train_dir.best(directory)
     if not recorded or train_dir.checkpoint_step(checkpoint) != recorded["step"]:
         return default(config), "the default variant"
@@ -95,8 +104,16 @@ def chosen(directory, checkpoint, config):
 
 
 def scoring_config(config, variant):
-    """The config a scoring graph is built from for `variant`: its image size and mirroring."""
-    return dict(config, image_size=variant.image_size, mirror=variant.mirror)
+    """The config a scoring graph is built from for `variant`: its image size and mirroring,
+    and the crop of the training size (data/preprocessing.eval_image's crop_size; an export's
+    config, a scoring config itself, keeps the one it has)."""
+    return dict(config, image_size=variant.image_size, mirror=variant.mirror,
+                crop_size=crop_size(config))
+
+
+def crop_size(config):
+    """The size of the model whose crop of a photo `config`'s graph takes: its training size."""
+    return int(config.get("crop_size", config["image_size"]))
 
 
 def define_flags():
@@ -107,8 +124,7 @@ def define_flags():
                       "--moving_average_decay); auto: the variant chosen on val (best.json).")
     flags.DEFINE_integer("test_image_size", None, "Input size in pixels the model scores at "
                          "(default: the variant chosen on val, else the training size).",
-                         lower_bound=model.IMAGE_SIZE_RANGE[0],
-                         upper_bound=model.IMAGE_SIZE_RANGE[1])
+                         lower_bound=1)
     flags.DEFINE_enum("mirror", "auto", ["auto", "on", "off"],
                       "Average each photo's scores with its mirror image's; auto: as the "
                       "variant chosen on val.")
@@ -116,7 +132,12 @@ def define_flags():
 
 def from_flags(chosen, values=None):
     """`chosen` with what --weights, --test_image_size and --mirror override."""
+    from nets import model  # pylint: disable=import-outside-toplevel
     values = values or flags.FLAGS
+    low, high = model.IMAGE_SIZE_RANGE
+    if values.test_image_size is not None and not low <= values.test_image_size <= high:
+        raise cli.UserError(f"--test_image_size={values.test_image_size}: the model scores at "
+                            f"{low} to {high} px")
     return Variant(chosen.weights if values.weights == "auto" else values.weights,
                    values.test_image_size or chosen.image_size,
                    chosen.mirror if values.mirror == "auto" else values.mirror == "on")

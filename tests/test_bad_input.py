@@ -111,6 +111,9 @@ BAD_CONFIG = [
     ({"image_size": 0}, "image_size 0 is not a whole number of pixels in [75, 1024]"),
     ({"image_size": True}, "image_size True is not a whole number of pixels in [75, 1024]"),
     ({"image_size": 10**9}, "image_size 1000000000 is not a whole number of pixels"),
+    # An export's scoring config (nets/variants.scoring_config): the crop is a size too.
+    ({"crop_size": 10**9}, "crop_size 1000000000 is not a whole number of pixels in [75, 1024]"),
+    ({"crop_size": "abc"}, "crop_size 'abc' is not a whole number of pixels in [75, 1024]"),
     ({"backbone": "resnet_v9"}, "backbone 'resnet_v9' is not one of inception_v2, inception_v3"),
     ({"backbone": ["inception_v3"]}, "backbone ['inception_v3'] is not one of"),
     ({"loss": "hinge"}, "loss 'hinge' is not one of sigmoid, softmax"),

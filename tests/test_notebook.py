@@ -457,7 +457,7 @@ def test_section_6_re_evaluates_every_checkpoint_and_one_chosen(run):
     cells, values = run["cells"], run["settings"]
     text = cell_text(cells["evaluate-all"])
     kept = checkpoint_steps(values["TRAIN_DIR"])
-    assert text.count("test split, 8 images:") == len(kept) >= 2
+    assert text.count("test split, 8 images, raw weights, 75 px, one view:") == len(kept) >= 2
     assert len(displayed(cells["evaluate-all"], "image/png")) == 1  # metrics against the step
     assert f"model.ckpt-{kept[0]} (step {kept[0]}), test split" in cell_text(cells["evaluate-one"])
     assert os.path.isfile(os.path.join(values["DRIVE_DIR"], "eval_oldest", "metrics.json"))

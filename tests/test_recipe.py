@@ -15,7 +15,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import check_run, run_script, run_train
-from nets import linear_probe, model, optimization, recipe, train_dir, warm_start
+from nets import (linear_probe, model, optimization, recipe, restoring, train_dir, variants,
+                  warm_start)
 from train_records import write_records
 
 # The sample's small images and network (--preset=cpu) with the GPU recipe's fine-tuning rate.
@@ -68,10 +69,14 @@ def test_the_probe_leaves_the_warm_start_backbone_bit_identical(lpft):
     heads = model.get_backbone("inception_v3").heads
     backbone = [name for name in warm.get_variable_to_shape_map()  # weights and BN statistics
                 if name.startswith("InceptionV3/") and "/RMSProp" not in name
+                and not name.endswith(restoring.AVERAGE_SUFFIX)
                 and not name.startswith(("InceptionV3/Logits", "InceptionV3/AuxLogits"))]
     assert len(backbone) > 100
     for name in backbone:
         np.testing.assert_array_equal(warm.get_tensor(name), probed.get_tensor(name), name)
+        # The moving average of a new run starts from its start: the warm-start weights.
+        np.testing.assert_array_equal(warm.get_tensor(name),
+                                      probed.get_tensor(name + restoring.AVERAGE_SUFFIX), name)
     # ... and the main head is the probe's fitted head, not the prior start.
     head = tf.train.load_checkpoint(os.path.join(lpft["lpft_dir"], "probe", "head.ckpt"))
     np.testing.assert_array_equal(head.get_tensor(heads[0] + "/weights"),
@@ -231,7 +236,7 @@ def test_a_large_photo_gets_the_same_scores_from_predict_and_from_its_records(le
                                                                                tmp_path):
     # Images are prepared the same way everywhere: a 2000 px photo through predict.py (reduced
     # exactly as preprocess.py stores it: shorter side image_size / 0.875, antialiased) and
-    # through preprocess.py + evaluate.py (central crop, no upsampling) reach the model alike.
+    # through preprocess.py + evaluate.py (central crop) reach the model alike.
     # (With an antialiased resize of the whole photo instead, scores were up to 0.11 apart.)
     import csv
 
@@ -261,13 +266,17 @@ def test_a_large_photo_gets_the_same_scores_from_predict_and_from_its_records(le
     check_run(run_script("preprocess.py", f"--dataset_dir={dataset}", f"--records_dir={records}",
                          f"--shorter_side={round(image_size / 0.875)}", "--test_size=2",
                          "--val_size=0"))
+    # At the larger test-time variant: the training size's crop, enlarged, from records and
+    # photos alike.
+    larger = f"--test_image_size={variants.larger_size(image_size)}"
     check_run(run_script("evaluate.py", f"--model={learned_sample['train_dir']}",
-                         f"--records_dir={records}", f"--eval_dir={tmp_path / 'eval'}"))
+                         f"--records_dir={records}", f"--eval_dir={tmp_path / 'eval'}", larger))
     with open(tmp_path / "eval" / "predictions.csv", newline="") as stream:
         row = next(csv.DictReader(stream))
     from_records = {row[f"predicted_{k}"]: float(row[f"score_{k}"]) for k in range(1, 11)}
     predicted = check_run(run_script("predict.py", f"--model={learned_sample['train_dir']}",
-                                     "--format=json", "--top_k=0", str(dataset / "photo.jpg")))
+                                     "--format=json", "--top_k=0", larger,
+                                     str(dataset / "photo.jpg")))
     scores = dict(zip(*[json.loads(predicted.stdout)[key] for key in ("tags", "scores")]))
     differences = [abs(scores[tag] - score) for tag, score in from_records.items()]
     assert max(differences) < 1e-4, sorted(zip(differences, from_records))[-3:]

@@ -27,10 +27,12 @@ def test_metrics_json_has_the_documented_keys_and_fractions(tmp_path):
     popularity = metrics.evaluate(metrics.popularity_scores([5, 1, 1, 2], 2), LABELS, (1, 3))
     path = tmp_path / "eval" / "metrics.json"
     report.write_metrics_json(str(path), report.metrics_document(
-        "work/train/model.ckpt-20", 20, "test", 2, model, popularity))
+        "work/train/model.ckpt-20", 20, "test", 2, model, popularity,
+        {"weights": "averaged", "image_size": 342, "mirror": True}))
     document = json.loads(path.read_text())
     assert sorted(document) == ["checkpoint", "global_step", "model", "num_images",
-                                "popularity", "split"]
+                                "popularity", "split", "variant"]
+    assert document["variant"] == {"weights": "averaged", "image_size": 342, "mirror": True}
     assert document["global_step"] == 20 and document["num_images"] == 2
     expected = {f"{name}@{k}" for name in ("precision", "recall", "accuracy", "f1",
                                            "micro_recall") for k in (1, 3)} | {"map", "label_map"}
@@ -91,7 +93,8 @@ def test_to_uint8_image_inverts_the_model_range():
 def test_metrics_by_step_csv_and_plot_in_step_order(tmp_path):
     documents = [report.metrics_document(f"ckpt-{step}", step, "test", 2,
                                          {"precision@1": p, "recall@5": 0.1, "accuracy@5": 0.3},
-                                         {"precision@1": 0.2, "recall@5": 0.1, "accuracy@5": 0.3})
+                                         {"precision@1": 0.2, "recall@5": 0.1, "accuracy@5": 0.3},
+                                         None)
                  for step, p in ((30, 0.5), (10, 0.25))]
     report.write_metrics_by_step_csv(str(tmp_path / "by_step.csv"), documents)
     rows = read_csv(tmp_path / "by_step.csv")

@@ -104,12 +104,15 @@ def test_evaluate_scores_the_chosen_variant_and_says_so_and_flags_override_it(
     scored = {}
     for name, flags in (("auto", []),
                         ("forced", ["--weights=averaged", f"--test_image_size={LARGER}",
-                                    "--mirror=on"])):
+                                    "--mirror=on"]),
+                        ("all", ["--all_checkpoints"])):
         eval_dir = str(tmp_path / name)
         result = check_run(run_script("evaluate.py", f"--model={train}", "--split=val",
                                       f"--eval_dir={eval_dir}", "--contact_sheet_images=0",
                                       *flags))
-        with open(os.path.join(eval_dir, "metrics.json"), encoding="utf-8") as stream:
+        metrics_json = os.path.join(eval_dir, *([f"step-{best['step']}"] if name == "all"
+                                                else []), "metrics.json")
+        with open(metrics_json, encoding="utf-8") as stream:
             scored[name] = (json.load(stream), result.stdout)
     document, output = scored["auto"]
     assert document["global_step"] == best["step"] and document["variant"] == best["variant"]
@@ -121,6 +124,13 @@ def test_evaluate_scores_the_chosen_variant_and_says_so_and_flags_override_it(
     assert document["variant"] == forced and "as the flags ask" in output
     expected = next(e for e in best["variants"] if e["variant"] == forced)
     assert document["model"]["map"] == pytest.approx(expected["scores"]["map"], abs=1e-6)
+    # Every checkpoint of a curve in one variant, the best one too: as trained.
+    document, output = scored["all"]
+    as_trained = {"weights": "raw", "image_size": 75, "mirror": False}
+    assert document["variant"] == as_trained and best["variant"] != as_trained
+    expected = next(e for e in best["variants"] if e["variant"] == as_trained)
+    assert document["model"]["map"] == pytest.approx(expected["scores"]["map"], abs=1e-6)
+    assert output.count("raw weights, 75 px, one view, as every checkpoint") == 3  # steps 1-3
 
 
 def small_photos(val_records, folder, count=3):
@@ -235,6 +245,9 @@ def test_a_damaged_variant_in_best_json_is_one_line(averaged_run, tmp_path):
         json.dump(best, stream)
     result = run_script("predict.py", f"--model={train}", __file__)
     assert_one_line_error(result, "predict.py", "best.json is damaged", "image_size 5000")
+    result = run_script("predict.py", f"--model={averaged_run['train_dir']}",
+                        "--test_image_size=5000", __file__)
+    assert_one_line_error(result, "predict.py", "--test_image_size=5000", "75 to 1024 px")
 
 
 def test_an_export_holds_one_set_of_weights(averaged_run, tmp_path):

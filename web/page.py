@@ -66,7 +66,7 @@ class Page:
         # Every tag it returns, in its test-time variant (with `override`: nets/tagger.py).
         self.tagger = tagger_lib.open_tagger(model_path, top_k=0, override=override)
         self.model = photos.describe(model_path, self.tagger)
-        self.image_size = self.tagger.image_size
+        self.crop_size = self.tagger.crop_size
         self.returned = getattr(self.tagger, "exported_k", None) or len(self.tagger.vocab)
         # Every photo is decoded and scored on this one thread, one photo set after another:
         # the memory a large photo took is then reused by the next one (each thread has its own
@@ -78,7 +78,7 @@ class Page:
         returns, best first) and a note (e.g. an animated image), or name and error."""
         results = []
         entries = [(path, None) for path in paths]
-        for batch in photos.batches(entries, self.image_size, BATCH_SIZE):
+        for batch in photos.batches(entries, self.crop_size, BATCH_SIZE):
             for path, outcome in photos.tag_batch(self.tagger, batch):
                 result = {"name": os.path.basename(path)}
                 if isinstance(outcome, str):
