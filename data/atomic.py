@@ -109,6 +109,25 @@ def atomic_dir(path):
         shutil.rmtree(staging, ignore_errors=True)
 
 
+# The descriptors of the locks this process holds (`exclusive`). A forked child (a pool worker of
+# preprocess.py) gets copies of them, which would keep a lock held after its holder is killed, until
+# the child exits too: a rerun started at once would be refused. The child points them at
+# /dev/null (the numbers stay valid for the file objects that own them).
+_held_locks = set()
+
+
+def _drop_inherited_locks():
+    if _held_locks:
+        null = os.open(os.devnull, os.O_RDONLY)
+        for descriptor in _held_locks:
+            os.dup2(null, descriptor)
+        os.close(null)
+        _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def exclusive(path, busy):
     """Holds an exclusive lock on the file `path` (created if need be) for the block. While one
@@ -116,7 +135,8 @@ def exclusive(path, busy):
     N", or "another process"). The OS releases the lock when its process dies, so a killed run
     never leaves it stuck. Yields True, or False on a file system without locks (some network
     mounts), where the caller should warn that nothing keeps a second run out. The file stays
-    (removing it would let two runs lock two different files), emptied when the block ends."""
+    (removing it would let two runs lock two different files), emptied when the block ends.
+    A process forked in the block does not hold the lock (`_drop_inherited_locks`)."""
     with open(path, "a+", encoding="utf-8") as stream:
         locked = True
         try:
@@ -132,9 +152,11 @@ def exclusive(path, busy):
         stream.truncate()
         stream.write(f"pid {os.getpid()}\n")
         stream.flush()
+        _held_locks.add(stream.fileno())
         try:
             yield locked
         finally:
+            _held_locks.discard(stream.fileno())
             stream.truncate(0)
 
 

@@ -3,6 +3,7 @@ the folder is called or wherever it moved, damaged ones are passed over for the 
 one, a train_dir of another model or vocabulary is refused, one trainer holds it at a time."""
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -128,6 +129,34 @@ with train_dir.exclusive({directory!r}):
     print("locked", flush=True)
     time.sleep(60)
 """
+
+
+HOLD_LOCK_WITH_A_CHILD = """
+import os, signal, sys, time
+sys.path.insert(0, {repo!r})
+from nets import train_dir
+with train_dir.exclusive({directory!r}):
+    child = os.fork()  # as a pool worker of preprocess.py is
+    if child == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(child, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_holders_forked_child_does_not_keep_its_lock(tmp_path):
+    directory = str(tmp_path)
+    holder = start_python(HOLD_LOCK_WITH_A_CHILD.format(repo=REPO, directory=directory),
+                          stdout_pipe=True)
+    child = int(holder.stdout.readline())
+    try:
+        holder.wait()
+        os.kill(child, 0)  # alive: it would hold the lock still, had it kept its copy
+        with train_dir.exclusive(directory):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 def test_one_trainer_at_a_time_and_a_killed_one_leaves_no_stuck_lock(tmp_path):
