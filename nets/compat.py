@@ -6,7 +6,11 @@ which ones this TensorFlow needed at debug level. nets/model.py calls it before 
 layers, so every path to a slim network (scripts, tests, benchmarks) goes through it. Each
 workaround is applied only when its breakage is present, so `apply()` is a no-op on a
 TensorFlow that still has what slim expects.
+
+One more is not a breakage but a cost: `graph_equality()`, which nets/model.py builds slim's
+layers under.
 """
+import contextlib
 import importlib
 import sys
 import warnings
@@ -53,6 +57,29 @@ def _quiet_v1_deprecation_notices():
     from tensorflow.python.util import deprecation
     deprecation._PRINT_DEPRECATION_WARNINGS = False
     warnings.filterwarnings("ignore", message=r"`layer.apply` is deprecated")
+
+
+@contextlib.contextmanager
+def graph_equality():
+    """Tensors and variables compare and hash by identity inside the block (TF1's rule, which
+    graph mode follows anyway), then TensorFlow's setting is restored.
+
+    Why: slim's batch_norm builds through tf-keras' legacy layers, whose add_weight makes a set
+    of every global variable for each weight it adds. Under TF2's tensor equality each hash
+    first asks whether eager execution is on outside functions (a walk of TensorFlow's context
+    stacks): InceptionV3's 282 batch-norm weights hash tens of thousands of variables, about a
+    tenth of a training graph's build (bench/bench_graph_build.py: 4.50 s with, 5.05 s without,
+    the tests' model, 2 cores). Inside a graph the answer is always no and the hash is id():
+    this skips the question, not the rule."""
+    from tensorflow.python.framework import tensor as tensor_lib
+    import tensorflow as tf
+    was = tensor_lib.Tensor._USE_EQUALITY
+    tf.compat.v1.disable_tensor_equality()
+    try:
+        yield
+    finally:
+        if was:
+            tf.compat.v1.enable_tensor_equality()
 
 
 def apply():

@@ -116,7 +116,7 @@ def build_logits(images, num_tags, backbone="inception_v3", depth_multiplier=1.0
     accepted = inspect.signature(spec.arg_scope).parameters  # inception_v2's has no BN decay
     with slim.arg_scope(spec.arg_scope(**{k: v for k, v in scope_args.items() if k in accepted})):
         with slim.arg_scope([slim.conv2d, slim.separable_conv2d], normalizer_fn=batch_norm), \
-                tf.variable_scope(spec.scope, values=[images]) as scope:
+                tf.variable_scope(spec.scope, values=[images]) as scope, compat.graph_equality():
             net, end_points = spec.base(images, scope=scope, depth_multiplier=depth_multiplier)
             logits = tag_heads(net, end_points, num_tags, spec, depth_multiplier,
                                dropout_keep_prob, training, aux_logits)

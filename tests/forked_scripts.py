@@ -45,8 +45,10 @@ import types
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # What a zygote imports: the top-level imports of these scripts, then modules their code
 # imports inside functions, heavy enough to import once.
+# (tf-keras' legacy layers: slim's batch_norm, reached through nets/compat.py, 0.3-0.5 s each.)
 PRELOADS = {"tensorflow": (("train.py", "evaluate.py", "predict.py", "export.py"),
-                           ("tensorflow", "tf_slim", "pandas", "matplotlib")),
+                           ("tensorflow", "tf_slim", "pandas", "matplotlib",
+                            "tf_keras.src.legacy_tf_layers.normalization")),
             "preprocess": (("preprocess.py",), ("pandas",))}
 # Read at the interpreter's start or at TensorFlow's import (with the value cli.py gives when
 # unset): a child cannot change them.

@@ -30,3 +30,16 @@ def test_slim_inception_v3_trains_a_step_with_batch_norm():
     assert "AuxLogits" in end_points
     assert not np.allclose(before, after), "batch-norm moving averages were not updated"
 
+
+
+def test_building_the_model_leaves_tensor_equality_as_it_was():
+    # nets/model.py builds slim's layers under compat.graph_equality (identity hashing, a
+    # faster build); eager code after it still compares tensors element-wise.
+    import tensorflow as tf
+
+    from nets import model
+    with tf.Graph().as_default():
+        logits, _ = model.build_logits(tf.zeros([1, 75, 75, 3]), 3, depth_multiplier=0.1)
+    assert logits.shape.as_list() == [1, 3]
+    equal = tf.constant([1, 2]) == tf.constant([1, 3])
+    assert equal.numpy().tolist() == [True, False]
