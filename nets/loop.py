@@ -54,6 +54,7 @@ class Checkpoints:
         """Saves `step` unless it is saved already; True when it wrote a checkpoint."""
         if step == self.last:
             return False
+        self._drop_excess()
         try:
             prefix = os.path.join(self.directory, train_dir.CHECKPOINT_BASENAME)
             self.saver.save(self.session, train_dir.tf_path(prefix), global_step=step,
@@ -66,6 +67,18 @@ class Checkpoints:
         if step == self.PROBE_STEP:
             self._rotate(drop=step)
         return True
+
+    def _drop_excess(self):
+        """Deletes the oldest checkpoints of the rotation beyond --keep_checkpoints. The saver
+        deletes one per save: after a resume that keeps fewer than the train_dir holds, the
+        earlier runs' extra ones would outlive a short run (3 left by one save at 2 kept)."""
+        keep, rotation = self.saver.saver_def.max_to_keep, self.saver.last_checkpoints
+        if not keep or len(rotation) <= keep:
+            return
+        for path in rotation[:len(rotation) - keep]:
+            train_dir.remove_checkpoint(path)
+        self.saver.set_last_checkpoints_with_time(
+            [(path, os.path.getmtime(path + ".index")) for path in rotation[-keep:]])
 
     def prefix(self, step):
         return train_dir.checkpoint_prefix(self.directory, step)

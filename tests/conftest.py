@@ -41,10 +41,11 @@ def pytest_xdist_auto_num_workers(config):
 # The test files that take longest, longest first (measured: docs/tests.md). pytest-xdist hands
 # out whole files in collection order (pytest.ini): started first, they do not leave one worker
 # running a long file at the end while the other waits.
-SLOWEST_FILES = ("test_keep_trained_models.py", "test_distribute.py", "test_recipe.py",
-                 "test_notebook.py", "test_adapt.py", "test_variants.py", "test_security.py",
-                 "test_bad_input.py", "test_evaluate.py", "test_train.py", "test_image_sizes.py",
-                 "test_export.py")
+SLOWEST_FILES = ("test_recipe.py", "test_distribute.py", "test_keep_trained_models.py",
+                 "test_notebook.py", "test_variants.py", "test_train.py", "test_security.py",
+                 "test_adapt.py", "test_image_sizes.py", "test_warm_start.py", "test_export.py",
+                 "test_app.py", "test_bad_input.py", "test_model.py", "test_predict.py",
+                 "test_evaluate.py")
 
 
 def pytest_collection_modifyitems(items):

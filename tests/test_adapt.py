@@ -68,7 +68,7 @@ def runs(learned_sample, captions):
     probe, no val split). They run side by side, the archive's export too: most of a short run
     is building graphs, one core's work."""
     root = captions["root"]
-    one_step = ["--max_steps=1", f"--trainable_scopes={MAIN_HEAD}"]
+    one_step = ["--max_steps=1", f"--trainable_scopes={MAIN_HEAD}", "--nochoose_variant"]
     children = {"adapted": start_train(captions, "adapted", learned_sample["train_dir"])}
     scratch = save_random_backbone(str(root / "random" / "model.ckpt"),
                                    depth_multiplier=captions["config"]["depth_multiplier"])

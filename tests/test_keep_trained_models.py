@@ -64,18 +64,25 @@ def trained(records, tmp_path_factory):
     return train_dir
 
 
-def test_a_train_dir_named_with_glob_characters_resumes_and_is_used(records, trained,
-                                                                    tmp_path):
-    train_dir = str(tmp_path / "train[bs8]*?")
+def test_a_moved_train_dir_named_with_glob_characters_resumes_and_is_used(records, trained,
+                                                                          tmp_path):
+    # Copied to another machine (a Drive download to a laptop) under a name with glob
+    # characters, without its `checkpoint` file: the checkpoints are found by their files.
+    train_dir = str(tmp_path / "laptop" / "my model [bs8]*?")
     shutil.copytree(trained, train_dir)
+    os.remove(os.path.join(train_dir, "checkpoint"))
     before = checkpoint_files(train_dir)
     assert sorted(before) and checkpoint_steps(train_dir) == [2, 4]
     result = run_train(records, train_dir, *EVERY_2_STEPS, "--max_steps=6")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"resuming from {train_dir}/model.ckpt-4 (step 4)" in result.stdout
+    assert "from scratch" not in result.stderr
     after = checkpoint_files(train_dir)
     assert {name: after[name] for name in before} == before
     assert checkpoint_steps(train_dir) == [2, 4, 6]
+    # The `checkpoint` file is written again, with paths relative to the train_dir.
+    with open(os.path.join(train_dir, "checkpoint")) as stream:
+        assert 'model_checkpoint_path: "model.ckpt-6"' in stream.read()
     photo = os.path.join(tmp_path, "photo.png")
     from PIL import Image
     Image.new("RGB", (60, 50), (200, 40, 40)).save(photo)
@@ -87,22 +94,13 @@ def test_a_train_dir_named_with_glob_characters_resumes_and_is_used(records, tra
     exported = run_script("export.py", f"--model={train_dir}",
                           f"--export_dir={tmp_path / 'export[1]'}")
     assert exported.returncode == 0, exported.stderr[-2000:]
-
-
-def test_a_moved_train_dir_without_its_checkpoint_file_resumes(records, trained, tmp_path):
-    moved = str(tmp_path / "laptop" / "my model")
-    shutil.copytree(trained, moved)
-    os.remove(os.path.join(moved, "checkpoint"))
-    before = checkpoint_files(moved)
-    result = run_train(records, moved, *EVERY_2_STEPS, "--max_steps=6")
+    # Resumed again, keeping 2: the newest two are kept, 2 and 4 of the first run pruned too.
+    result = run_train(records, train_dir, *EVERY_2_STEPS, "--max_steps=8",
+                       "--keep_checkpoints=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming from" in result.stdout and "(step 4)" in result.stdout
-    assert "from scratch" not in result.stderr
-    after = checkpoint_files(moved)
-    assert {name: after[name] for name in before} == before
-    # The `checkpoint` file is written again, with paths relative to the train_dir.
-    with open(os.path.join(moved, "checkpoint")) as stream:
-        assert 'model_checkpoint_path: "model.ckpt-6"' in stream.read()
+    assert checkpoint_steps(train_dir) == [6, 8]
+    with open(os.path.join(train_dir, "checkpoint")) as stream:
+        assert stream.read().count("all_model_checkpoint_paths") == 2
 
 
 def test_no_usable_checkpoint_stops_instead_of_training_from_scratch(records, trained,
@@ -132,17 +130,6 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_one_before(trained, tmp
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model.ckpt-4 is unusable" in result.stderr
     assert f"{train_dir}/model.ckpt-2 (step 2)" in result.stdout
-
-
-def test_the_kept_checkpoints_span_resumes(records, trained, tmp_path):
-    train_dir = str(tmp_path / "train")
-    shutil.copytree(trained, train_dir)
-    result = run_train(records, train_dir, *EVERY_2_STEPS, "--max_steps=8",
-                       "--keep_checkpoints=2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert checkpoint_steps(train_dir) == [6, 8]  # 2 and 4, of the earlier run, pruned too
-    with open(os.path.join(train_dir, "checkpoint")) as stream:
-        assert stream.read().count("all_model_checkpoint_paths") == 2
 
 
 def test_sigterm_saves_the_finished_step_and_the_run_resumes(records, tmp_path):

@@ -20,8 +20,10 @@ from nets import (linear_probe, model, optimization, recipe, restoring, train_di
 from train_records import write_records
 
 # The sample's small images and network (--preset=cpu) with the GPU recipe's fine-tuning rate.
+# Without the test-time variants' choice at the end (tests/test_variants.py tests it): 8 s of
+# scoring per run that nothing here reads.
 LPFT_FLAGS = ["--preset=cpu", "--learning_rate=0.002", "--warmup_steps=5", "--max_steps=30",
-              "--save_every_steps=15", "--probe_epochs=40"]
+              "--save_every_steps=15", "--probe_epochs=40", "--nochoose_variant"]
 
 
 def val_lines(stdout):
@@ -110,7 +112,7 @@ def test_a_resumed_run_never_redoes_a_finished_stage(lpft, tmp_path):
     stamps = [os.path.getmtime(path) for path in features]
     # Stage 1's model (model.ckpt-0) exists: a rerun with more steps resumes stage 2.
     again = check_run(run_script("train.py", *LPFT_FLAGS[:3], "--max_steps=32",
-                                 "--save_every_steps=15", "--probe_epochs=40",
+                                 "--save_every_steps=15", "--probe_epochs=40", "--nochoose_variant",
                                  f"--records_dir={lpft['records_dir']}", f"--train_dir={copy}",
                                  f"--warm_start={lpft['train_dir']}"))
     assert "resuming from" in again.stdout and "linear probe" not in again.stdout
@@ -120,7 +122,7 @@ def test_a_resumed_run_never_redoes_a_finished_stage(lpft, tmp_path):
         train_dir.remove_checkpoint(prefix)
     os.remove(os.path.join(copy, "best.json"))
     third = check_run(run_script("train.py", *LPFT_FLAGS[:3], "--max_steps=1",
-                                 "--save_every_steps=15", "--probe_epochs=40",
+                                 "--save_every_steps=15", "--probe_epochs=40", "--nochoose_variant",
                                  f"--records_dir={lpft['records_dir']}", f"--train_dir={copy}",
                                  f"--warm_start={lpft['train_dir']}"))
     assert "linear probe:" in third.stdout and "probe features" not in third.stderr
@@ -209,7 +211,7 @@ def test_a_model_no_better_than_popularity_is_reported_loudly(tmp_path):
     backbone = save_random_backbone(str(tmp_path / "backbone" / "model.ckpt"))
     result = check_run(run_train(records, str(tmp_path / "train"), "--max_steps=2",
                                  "--learning_rate=1e-9", "--probe_epochs=0",
-                                 f"--warm_start={backbone}"))
+                                 "--nochoose_variant", f"--warm_start={backbone}"))
     assert "does NOT beat the popularity baseline on the val split" in result.stderr
 
 
