@@ -17,22 +17,16 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from bench_train import NUM_TAGS, build_floor_steps  # noqa: E402 (after the path)
 
-def build_seconds(settings, num_tags):
-    """CPU seconds of one build of train.py's step graph (nets/train_step.py) in a new graph."""
-    import numpy as np
+
+def build_seconds(settings):
+    """CPU seconds of one build of train.py's step graph (bench_train's floor) in a new graph."""
     import tensorflow.compat.v1 as tf
 
-    from nets import optimization, train_step
-    size, batch_size = settings["image_size"], settings["batch_size"]
-    rng = np.random.default_rng(0)
-    batch = {"images": rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),
-             "draws": rng.uniform(size=(batch_size, 5)).astype(np.float32),
-             "labels": np.zeros((batch_size, num_tags), np.float32)}
     with tf.Graph().as_default():
         start = time.process_time()
-        train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(), num_tags,
-                               optimization.stage(settings, 0, 1000, 100), False)
+        build_floor_steps(settings)
         return time.process_time() - start
 
 
@@ -49,21 +43,21 @@ def main():
     settings = recipe.settings("cpu", image_size=args.image_size,
                                depth_multiplier=args.depth_multiplier, batch_size=8,
                                records_dir="unused")
-    build_seconds(settings, 997)  # the first build also imports and compiles lazily
+    build_seconds(settings)  # the first build also imports and compiles lazily
     with_it = compat.graph_equality
     best = {}
     for round_index in range(args.rounds):
         for name, context in (("graph_equality", with_it),
                               ("without", contextlib.nullcontext)):
             compat.graph_equality = context
-            seconds = build_seconds(settings, 997)
+            seconds = build_seconds(settings)
             best[name] = min(best.get(name, seconds), seconds)
             print(f"round {round_index + 1} {name:>14}: {seconds:6.2f} s CPU", flush=True)
     compat.graph_equality = with_it
     print(f"best: graph_equality {best['graph_equality']:.2f} s, without {best['without']:.2f} s"
           f"; ratio {best['graph_equality'] / best['without']:.3f} (target < 1)")
-    print(f"settings: {args.image_size} px, depth {args.depth_multiplier}, batch 8, 997 tags, "
-          f"best of {args.rounds} rounds, {os.cpu_count()} CPUs")
+    print(f"settings: {args.image_size} px, depth {args.depth_multiplier}, batch 8, {NUM_TAGS} "
+          f"tags, best of {args.rounds} rounds, {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

@@ -56,25 +56,33 @@ def write_bench_records(records_dir, images=64, size=(480, 360), seed=0):
             "images": images, "shards": ["train-00000-of-00001.tfrecord"]}}}, f)
 
 
-def run_floor(args):
-    """train.py's graph on a constant batch; returns images/s."""
+def build_floor_steps(settings):
+    """train.py's training step (nets/train_step.py) on one constant random batch of
+    `settings`' size, NUM_TAGS tags, in the default graph: its dict of tensors."""
     import numpy as np
     import tensorflow.compat.v1 as tf
 
-    from nets import distribution, optimization, recipe, train_step
+    from nets import optimization, train_step
+    size, batch_size = settings["image_size"], settings["batch_size"]
+    rng = np.random.default_rng(0)
+    batch = {"images": rng.integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8),
+             "draws": rng.uniform(size=(batch_size, 5)).astype(np.float32),
+             "labels": (rng.uniform(size=(batch_size, NUM_TAGS)) < 0.005).astype(np.float32)}
+    return train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(),
+                                  NUM_TAGS, optimization.stage(settings, 0, 1000, 100),
+                                  mixed_precision=False)
+
+
+def run_floor(args):
+    """train.py's graph on a constant batch; returns images/s."""
+    import tensorflow.compat.v1 as tf
+
+    from nets import distribution, recipe
     # The default (gpu) recipe, sized by the bench's arguments.
     settings = recipe.settings("gpu", image_size=args.image_size,
                                depth_multiplier=args.depth_multiplier, batch_size=args.batch_size)
-    rng = np.random.default_rng(0)
     with tf.Graph().as_default():
-        batch = {"images": rng.integers(0, 256, (args.batch_size, args.image_size,
-                                                 args.image_size, 3), dtype=np.uint8),
-                 "draws": rng.uniform(size=(args.batch_size, 5)).astype(np.float32),
-                 "labels": (rng.uniform(size=(args.batch_size, NUM_TAGS)) < 0.005)
-                 .astype(np.float32)}
-        model = train_step.build_steps(settings, tf.data.Dataset.from_tensors(batch).repeat(),
-                                       NUM_TAGS, optimization.stage(settings, 0, 1000, 100),
-                                       mixed_precision=False)
+        model = build_floor_steps(settings)
         config = distribution.Distribution("none").session_config()
         with tf.Session(config=config) as session:
             session.run([tf.global_variables_initializer()] + model["initializers"])

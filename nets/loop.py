@@ -32,11 +32,15 @@ class Checkpoints:
         self.saved_at = time.time()
 
     def _rotate(self, drop=None, add=None):
-        """The saver's rotation without the checkpoint of step `drop`, with the one of `add`,
-        in the order they were written (the saver deletes the oldest at its next save)."""
+        """The saver's rotation without the checkpoint of step `drop`, with the one of `add`."""
         paths = set(self.saver.last_checkpoints) - {train_dir.tf_path(self.prefix(drop))}
         if add is not None and os.path.isfile(self.prefix(add) + ".index"):
             paths.add(train_dir.tf_path(self.prefix(add)))
+        self._set_rotation(paths)
+
+    def _set_rotation(self, paths):
+        """Makes `paths` the saver's rotation, in the order they were written (the saver
+        deletes the oldest at its next save)."""
         self.saver.set_last_checkpoints_with_time(sorted(
             ((path, os.path.getmtime(path + ".index")) for path in paths), key=lambda p: p[1]))
 
@@ -77,8 +81,7 @@ class Checkpoints:
             return
         for path in rotation[:len(rotation) - keep]:
             train_dir.remove_checkpoint(path)
-        self.saver.set_last_checkpoints_with_time(
-            [(path, os.path.getmtime(path + ".index")) for path in rotation[-keep:]])
+        self._set_rotation(rotation[-keep:])
 
     def prefix(self, step):
         return train_dir.checkpoint_prefix(self.directory, step)

@@ -31,7 +31,6 @@ def test_slim_inception_v3_trains_a_step_with_batch_norm():
     assert not np.allclose(before, after), "batch-norm moving averages were not updated"
 
 
-
 def test_building_the_model_leaves_tensor_equality_as_it_was():
     # nets/model.py builds slim's layers under compat.graph_equality (identity hashing, a
     # faster build); eager code after it still compares tensors element-wise.
